@@ -1,0 +1,220 @@
+"""Settings: every variable of SPEC §2 and §5, typed and validated at start.
+
+`Settings()` reads the environment and a `.env` file. `load_settings()` is what
+the CLI calls: it turns a validation failure into `ConfigError`, whose message is
+one line naming the variable, so the process can stop without a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from huddle.errors import ConfigError
+
+# The placeholder the seed document and our docs show; refused in production.
+SAMPLE_SECRETS = frozenset(
+    {
+        "your-super-secret-jwt-key-change-this-in-production",
+        "change-me",
+        "changeme",
+        "secret",
+    }
+)
+MIN_SECRET_BYTES = 32
+
+Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+
+
+def _csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Huddle's configuration; see the README for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    app_env: Literal["development", "production", "test"] = Field(
+        "development", validation_alias=AliasChoices("APP_ENV", "NODE_ENV", "app_env")
+    )
+
+    jwt_secret: str | None = Field(None, repr=False)
+    jwt_algorithm: Algorithm = "HS256"
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_access_ttl: int = Field(900, gt=0)
+    jwt_refresh_ttl: int = Field(1_209_600, gt=0)
+    jwt_leeway: int = Field(10, ge=0)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "huddle"
+    backend_url: str | None = Field(
+        None, validation_alias=AliasChoices("BACKEND_URL", "PYTHON_BACKEND_URL", "backend_url")
+    )
+    huddle_data_dir: Path = Path("./data")
+    port: int | None = Field(None, ge=0, le=65535)
+    host: str = "127.0.0.1"
+    cors_origin: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] | None = None
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    auth_timeout: float = Field(10, gt=0)
+    auth_grace: float = Field(30, gt=0)
+    token_expiry_warning: float = Field(60, ge=0)
+    event_retention_events: int = Field(10_000, gt=0)
+    event_retention_hours: float = Field(24, gt=0)
+    backend_timeout: float = Field(2, gt=0)
+    ws_compression: bool = False
+    max_payload: int = Field(65_536, gt=0)
+
+    max_connections_per_ip: int = Field(10, gt=0)
+    max_connections_localhost: int = Field(20, gt=0)
+    connection_cooldown: int = Field(2000, gt=0)
+    connection_cooldown_localhost: int = Field(500, gt=0)
+    max_expired_attempts: int = Field(10, gt=0)
+    max_expired_attempts_localhost: int = Field(50, gt=0)
+    expired_token_cooldown: int = Field(1000, gt=0)
+    connection_window: int = Field(60_000, gt=0)
+    max_connections_per_user: int = Field(20, gt=0)
+    socket_event_rate: float = Field(20, gt=0)
+    socket_event_burst: int = Field(50, gt=0)
+    login_rate: int = Field(10, gt=0)
+    login_window: int = Field(900, gt=0)
+    rate_limit_enabled: bool = True
+
+    @field_validator("cors_origin", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR") from exc
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        if self.is_production:
+            if "*" in self.cors_origin:
+                raise ValueError("CORS_ORIGIN: '*' is refused in production")
+            if self.jwt_algorithm in HMAC_ALGORITHMS:
+                if not self.jwt_secret:
+                    raise ValueError("JWT_SECRET: required in production")
+                if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+                    raise ValueError(
+                        f"JWT_SECRET: must be at least {MIN_SECRET_BYTES} bytes in production"
+                    )
+                if self.jwt_secret in SAMPLE_SECRETS:
+                    raise ValueError("JWT_SECRET: the sample value from the docs is refused")
+        if self.jwt_algorithm not in HMAC_ALGORITHMS and self.jwt_public_key_file is None:
+            raise ValueError(f"JWT_PUBLIC_KEY_FILE: required for {self.jwt_algorithm}")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def effective_log_format(self) -> Literal["console", "json"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.is_production else "console"
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.huddle_data_dir.resolve() / 'huddle.db'}"
+
+    @cached_property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+
+    def signing_key(self) -> str | bytes:
+        """The key the API signs access and refresh tokens with."""
+        if self.jwt_algorithm in HMAC_ALGORITHMS:
+            return self.hmac_secret()
+        if self.jwt_private_key_file is None:
+            raise ConfigError(f"JWT_PRIVATE_KEY_FILE: required to sign {self.jwt_algorithm}")
+        return _read_key("JWT_PRIVATE_KEY_FILE", self.jwt_private_key_file)
+
+    def verification_key(self) -> str | bytes:
+        """The key every process verifies tokens with."""
+        if self.jwt_algorithm in HMAC_ALGORITHMS:
+            return self.hmac_secret()
+        assert self.jwt_public_key_file is not None  # guaranteed by _production_rules
+        return _read_key("JWT_PUBLIC_KEY_FILE", self.jwt_public_key_file)
+
+    def hmac_secret(self) -> str:
+        """JWT_SECRET, or in development one generated once into the data directory."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        return _development_secret(self.huddle_data_dir)
+
+
+def _read_key(variable: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
+
+
+def _development_secret(data_dir: Path) -> str:
+    path = data_dir / "jwt_secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # O_EXCL: two processes starting together agree on the one that won.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning any validation error into a one-line ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if loc and not message.startswith(loc.upper()):
+            message = f"{loc.upper()}: {message}"
+        raise ConfigError(message) from None
