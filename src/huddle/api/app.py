@@ -1,0 +1,60 @@
+"""The REST API as a FastAPI app; its lifespan owns the Runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from huddle.api import errors
+from huddle.api.middleware import RequestContext
+from huddle.api.routes import auth, ops, tasks, teams, users
+from huddle.config import Settings
+from huddle.runtime import Runtime
+
+Hook = Callable[[Runtime], Awaitable[None]]
+
+
+def create_api(
+    settings: Settings,
+    *,
+    on_start: list[Hook] | None = None,
+    on_stop: list[Hook] | None = None,
+) -> FastAPI:
+    """The FastAPI app. `on_start`/`on_stop` let the gateway share the Runtime."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings)
+        app.state.runtime = runtime
+        try:
+            for hook in on_start or []:
+                await hook(runtime)
+            yield
+        finally:
+            for hook in reversed(on_stop or []):
+                await hook(runtime)
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Huddle",
+        version="0.1.0",
+        summary="Team collaboration backend: users, teams, tasks, live events.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    for router in (auth.router, users.router, teams.router, tasks.router, ops.router):
+        app.include_router(router)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origin,
+        allow_credentials="*" not in settings.cors_origin,
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "If-Match", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+    )
+    app.add_middleware(RequestContext, trusted=settings.trusted_networks)
+    return app

@@ -1,0 +1,53 @@
+"""FastAPI dependencies as `Annotated` aliases: the runtime, the caller, paging."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from huddle.db.models import User
+from huddle.errors import TokenMissing
+from huddle.runtime import Runtime
+from huddle.security.client_ip import client_ip
+from huddle.services.access import Actor
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_current_user(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None or not credentials.credentials:
+        raise TokenMissing()
+    return await runtime.auth.authenticate(credentials.credentials)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_actor(user: CurrentUser) -> Actor:
+    return Actor.of(user)
+
+
+CurrentActor = Annotated[Actor, Depends(get_actor)]
+
+
+def get_client_ip(request: Request, runtime: RuntimeDep) -> str:
+    return client_ip(request.scope, runtime.settings.trusted_networks)
+
+
+ClientIP = Annotated[str, Depends(get_client_ip)]
+
+Cursor = Annotated[str | None, Query(max_length=64, description="nextCursor of the previous page")]
+Limit = Annotated[int, Query(ge=1, le=100, description="page size")]

@@ -1,0 +1,116 @@
+"""POST /api/auth/*: register, login (JSON or OAuth2 form), refresh, logout, logout-all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from pydantic import ValidationError
+
+from huddle.api.deps import ClientIP, CurrentUser, RuntimeDep
+from huddle.errors import InvalidCredentials, ValidationFailed
+from huddle.schemas import (
+    LoginIn,
+    PasswordChangeIn,
+    RefreshIn,
+    RegisterIn,
+    TokenPair,
+    UserOut,
+)
+from huddle.services.auth import Session
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+def _pair(session: Session) -> TokenPair:
+    return TokenPair(
+        access_token=session.access_token,
+        refresh_token=session.refresh_token,
+        expires_in=session.expires_in,
+    )
+
+
+async def _login_body(request: Request) -> LoginIn:
+    """JSON `{email, password}`, or the OAuth2 password form (`username`, `password`)."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            data: Any = {"email": form.get("username"), "password": form.get("password")}
+        else:
+            data = await request.json()
+        return LoginIn.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
+        raise ValidationFailed(details=details) from None
+    except ValueError:
+        raise ValidationFailed("The body is not valid JSON.") from None
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+async def register(body: RegisterIn, runtime: RuntimeDep) -> UserOut:
+    user = await runtime.auth.register(str(body.email), body.password, body.name)
+    return UserOut.model_validate(user)
+
+
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": LoginIn.model_json_schema(by_alias=True)},
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["username", "password"],
+                        "properties": {
+                            "username": {"type": "string", "description": "email"},
+                            "password": {"type": "string", "format": "password"},
+                        },
+                    }
+                },
+            },
+        }
+    },
+)
+async def login(request: Request, runtime: RuntimeDep, ip: ClientIP) -> TokenPair:
+    body = await _login_body(request)
+    limiter = runtime.login_limiter
+    await limiter.check(ip, body.email)
+    try:
+        session = await runtime.auth.login(body.email, body.password)
+    except InvalidCredentials:
+        await limiter.record_failure(ip, body.email)
+        raise
+    return _pair(session)
+
+
+@router.post("/refresh", response_model=TokenPair)
+async def refresh(body: RefreshIn, runtime: RuntimeDep) -> TokenPair:
+    return _pair(await runtime.auth.refresh(body.refresh_token))
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: RefreshIn, runtime: RuntimeDep) -> Response:
+    await runtime.auth.logout(body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)
+async def logout_all(user: CurrentUser, runtime: RuntimeDep) -> Response:
+    """Revoke every session of the caller: refresh families and earlier access tokens."""
+    await runtime.auth.logout_all(user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(
+    body: PasswordChangeIn, user: CurrentUser, runtime: RuntimeDep
+) -> Response:
+    """Change the password; every existing session is revoked (log in again)."""
+    await runtime.auth.change_password(user.id, body.current_password, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

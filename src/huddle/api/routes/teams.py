@@ -1,0 +1,82 @@
+"""Teams and members: /api/teams, /api/teams/{teamId}, /api/teams/{teamId}/members."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from huddle.api.deps import CurrentActor, Cursor, Limit, RuntimeDep
+from huddle.schemas import MemberIn, MemberOut, MemberPatch, Page, TeamIn, TeamOut, TeamPatch
+
+router = APIRouter(prefix="/api/teams", tags=["teams"])
+
+TeamId = Annotated[int, Path(alias="teamId", ge=1, le=2**31 - 1)]
+UserId = Annotated[int, Path(alias="userId", ge=1, le=2**31 - 1)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TeamOut)
+async def create_team(body: TeamIn, actor: CurrentActor, runtime: RuntimeDep) -> TeamOut:
+    view = await runtime.teams.create(actor, body.name, body.description)
+    return view.out()
+
+
+@router.get("", response_model=Page[TeamOut])
+async def my_teams(
+    actor: CurrentActor, runtime: RuntimeDep, cursor: Cursor = None, limit: Limit = 50
+) -> Page[TeamOut]:
+    views, next_cursor = await runtime.teams.teams_of(actor.id, cursor=cursor, limit=limit)
+    return Page[TeamOut](items=[v.out() for v in views], nextCursor=next_cursor)
+
+
+@router.get("/{teamId}", response_model=TeamOut)
+async def get_team(team_id: TeamId, actor: CurrentActor, runtime: RuntimeDep) -> TeamOut:
+    return (await runtime.teams.get(actor, team_id)).out()
+
+
+@router.patch("/{teamId}", response_model=TeamOut)
+async def update_team(
+    team_id: TeamId, body: TeamPatch, actor: CurrentActor, runtime: RuntimeDep
+) -> TeamOut:
+    view = await runtime.teams.update(actor, team_id, name=body.name, description=body.description)
+    return view.out()
+
+
+@router.delete("/{teamId}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_team(team_id: TeamId, actor: CurrentActor, runtime: RuntimeDep) -> Response:
+    await runtime.teams.delete(actor, team_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{teamId}/members", response_model=Page[MemberOut])
+async def members(
+    team_id: TeamId,
+    actor: CurrentActor,
+    runtime: RuntimeDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page[MemberOut]:
+    items, next_cursor = await runtime.teams.members(actor, team_id, cursor=cursor, limit=limit)
+    return Page[MemberOut](items=items, nextCursor=next_cursor)
+
+
+@router.post("/{teamId}/members", status_code=status.HTTP_201_CREATED, response_model=MemberOut)
+async def add_member(
+    team_id: TeamId, body: MemberIn, actor: CurrentActor, runtime: RuntimeDep
+) -> MemberOut:
+    return await runtime.teams.add_member(actor, team_id, body.user_id, body.role.value)
+
+
+@router.patch("/{teamId}/members/{userId}", response_model=MemberOut)
+async def update_member(
+    team_id: TeamId, user_id: UserId, body: MemberPatch, actor: CurrentActor, runtime: RuntimeDep
+) -> MemberOut:
+    return await runtime.teams.update_member(actor, team_id, user_id, body.role.value)
+
+
+@router.delete("/{teamId}/members/{userId}", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_member(
+    team_id: TeamId, user_id: UserId, actor: CurrentActor, runtime: RuntimeDep
+) -> Response:
+    await runtime.teams.remove_member(actor, team_id, user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,191 @@
+"""The `huddle` command: serve | api | gateway | migrate | user create | token | bench."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from huddle.config import Settings, load_settings
+from huddle.errors import ConfigError, HuddleError
+from huddle.logging import configure_logging, get_logger
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    name="huddle",
+    help="Huddle: team collaboration backend (REST API and real-time gateway).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+user_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
+cli.add_typer(user_cli, name="user")
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings, or exit with the one-line reason (no traceback)."""
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        configure_logging(settings.log_level, settings.effective_log_format)
+        # Fail at start, not on the first request, when a key file is unreadable.
+        settings.verification_key()
+        return settings
+    except ConfigError as exc:
+        typer.echo(f"huddle: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    except HuddleError as exc:
+        typer.echo(f"huddle: {exc.code}: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _serve(role: str, host: str | None, port: int | None, default_port: int) -> None:
+    import uvicorn
+
+    from huddle.app import build_app
+
+    settings = _settings(host=host, port=port)
+    bind_port = settings.port if settings.port is not None else default_port
+    log = get_logger("huddle")
+    log.info("starting", role=role, host=settings.host, port=bind_port, env=settings.app_env)
+    app = build_app(settings, role)  # type: ignore[arg-type]
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=bind_port,
+        log_config=None,
+        access_log=False,
+        ws="websockets",
+        ws_per_message_deflate=settings.ws_compression,
+        ws_max_size=settings.max_payload + 1024,
+        proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+
+
+HostOpt = Annotated[str | None, typer.Option(help="Bind address (HOST).")]
+PortOpt = Annotated[int | None, typer.Option(help="Port (PORT).")]
+
+
+@cli.command()
+def serve(host: HostOpt = None, port: PortOpt = None) -> None:
+    """REST API, real-time gateway and web client in one process (port 8000)."""
+    _serve("serve", host, port, 8000)
+
+
+@cli.command()
+def api(host: HostOpt = None, port: PortOpt = None) -> None:
+    """REST API only; publishes events to Redis (port 8000)."""
+    _serve("api", host, port, 8000)
+
+
+@cli.command()
+def gateway(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Real-time gateway only; user data from BACKEND_URL, events from Redis (port 3001)."""
+    _serve("gateway", host, port, 3001)
+
+
+@cli.command()
+def migrate(revision: str = "head") -> None:
+    """Apply database migrations (Alembic)."""
+    from huddle.db.migrate import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings, revision=revision)
+    except Exception as exc:
+        typer.echo(f"huddle: migration failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"database at {revision}")
+
+
+@user_cli.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(prompt=True)],
+    name: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    admin: Annotated[bool, typer.Option("--admin", help="Make an administrator.")] = False,
+) -> None:
+    """Create a user (--admin for an administrator)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from huddle.schemas import RegisterIn
+
+    try:
+        body = TypeAdapter(RegisterIn).validate_python(
+            {"email": email, "password": password, "name": name}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        typer.echo(f"huddle: {first['loc'][0]}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings()
+
+    async def create() -> int:
+        from huddle.runtime import Runtime
+
+        runtime = await Runtime.start(settings)
+        try:
+            user = await runtime.auth.register(
+                str(body.email), body.password, body.name, is_admin=admin
+            )
+            return user.id
+        finally:
+            await runtime.stop()
+
+    user_id = _run(create)
+    typer.echo(f"created user {user_id}{' (administrator)' if admin else ''}")
+
+
+@cli.command()
+def token(
+    user: Annotated[int, typer.Option("--user", help="User id.")],
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds (JWT_ACCESS_TTL).")] = None,
+) -> None:
+    """Mint an access token for a user (development and tests). Prints only the token."""
+    from huddle.security.tokens import TokenService
+
+    settings = _settings()
+
+    async def mint() -> str:
+        from huddle.runtime import Runtime
+
+        runtime = await Runtime.start(settings)
+        try:
+            if await runtime.users.get(user) is None:
+                raise HuddleError(f"user {user} does not exist")
+        finally:
+            await runtime.stop()
+        return TokenService(settings).issue_access(user, ttl=ttl).token
+
+    typer.echo(_run(mint))
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Benchmark Huddle against the Node.js Socket.IO peer (see docs/benchmarks.md)."""
+    import importlib
+
+    try:
+        # The harness lives beside the package (bench/), run from a checkout.
+        bench_main = importlib.import_module("bench.main").main
+    except ImportError:
+        typer.echo("huddle: the benchmark harness (bench/) is not available here", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(bench_main(list(ctx.args)))
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,248 @@
+"""Publish/subscribe for committed events: in-process, or Redis for many instances.
+
+Publishers hand over events after their transaction commits. Subscribers get
+log events strictly in id order: ids are gapless (see `outbox`), so a
+`Sequencer` holds an early arrival until the ones before it come, and after
+`gap_timeout` asks `fill_gap` (the event log, where the process has a
+database) or skips ahead, so one lost message never stalls delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from huddle.events.envelope import Envelope
+from huddle.logging import get_logger
+from huddle.metrics import BUS_ERRORS, EVENT_GAPS
+
+log = get_logger("huddle.bus")
+
+Handler = Callable[[Envelope], Awaitable[None]]
+GapFiller = Callable[[int, int], Awaitable[list[Envelope]]]
+
+
+class EventBus(Protocol):
+    """Where committed events go, and where the gateway hears them."""
+
+    async def publish(self, events: Sequence[Envelope]) -> None: ...
+
+    def subscribe(self, handler: Handler) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+
+class Sequencer:
+    """Delivers log events in id order, exactly once each, to the handlers."""
+
+    def __init__(
+        self,
+        handlers: list[Handler],
+        *,
+        last_id: int | None = None,
+        gap_timeout: float = 2.0,
+        fill_gap: GapFiller | None = None,
+    ) -> None:
+        self._handlers = handlers
+        self.last_id = last_id
+        self._pending: dict[int, Envelope] = {}
+        self._gap_timeout = gap_timeout
+        self._fill_gap = fill_gap
+        self._gap_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def push(self, event: Envelope) -> None:
+        async with self._lock:
+            if event.id is None:
+                await self._deliver(event)
+                return
+            if self.last_id is None:
+                self.last_id = event.id - 1
+            if event.id <= self.last_id:
+                return  # a duplicate (two relays, a redelivery)
+            self._pending[event.id] = event
+            await self._drain()
+
+    async def _drain(self) -> None:
+        assert self.last_id is not None
+        while (nxt := self._pending.pop(self.last_id + 1, None)) is not None:
+            self.last_id = nxt.id if nxt.id is not None else self.last_id
+            await self._deliver(nxt)
+        if self._pending and self._gap_task is None:
+            self._gap_task = asyncio.create_task(self._close_gap())
+
+    async def _close_gap(self) -> None:
+        try:
+            await asyncio.sleep(self._gap_timeout)
+            async with self._lock:
+                if not self._pending or self.last_id is None:
+                    return
+                first = min(self._pending)
+                EVENT_GAPS.inc()
+                missing: list[Envelope] = []
+                if self._fill_gap is not None:
+                    with contextlib.suppress(Exception):
+                        missing = await self._fill_gap(self.last_id, first)
+                for event in missing:
+                    if event.id is not None and event.id > self.last_id:
+                        self._pending.setdefault(event.id, event)
+                if self.last_id + 1 not in self._pending:
+                    log.warning("event_gap_skipped", after=self.last_id, resumed_at=first)
+                    self.last_id = first - 1
+                self._gap_task = None
+                await self._drain()
+        finally:
+            self._gap_task = None
+
+    async def _deliver(self, event: Envelope) -> None:
+        for handler in self._handlers:
+            try:
+                await handler(event)
+            except Exception:
+                log.exception("event_handler_failed", event_type=event.type, event_id=event.id)
+
+    async def close(self) -> None:
+        if self._gap_task is not None:
+            self._gap_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gap_task
+
+
+class InProcessBus:
+    """The embedded bus of `huddle serve`: publish calls the subscribers in id order."""
+
+    def __init__(self, *, last_id: int | None = None, fill_gap: GapFiller | None = None) -> None:
+        self._handlers: list[Handler] = []
+        self._sequencer = Sequencer(self._handlers, last_id=last_id, fill_gap=fill_gap)
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    async def publish(self, events: Sequence[Envelope]) -> None:
+        for event in events:
+            await self._sequencer.push(event)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._sequencer.close()
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+
+class RedisBus:
+    """Events through a Redis stream, so every instance hears every event.
+
+    A stream rather than pub/sub: a subscriber that loses its connection
+    resumes from the last entry it read, so a short Redis hiccup loses nothing.
+    Publishing while Redis is down is logged and counted; the events stay in
+    the log, and clients recover them by replay (SPEC §4.4).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "huddle",
+        maxlen: int = 100_000,
+        last_id: int | None = None,
+        fill_gap: GapFiller | None = None,
+    ) -> None:
+        self._url = url
+        self._stream = f"{prefix}:events"
+        self._maxlen = maxlen
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
+        )
+        self._handlers: list[Handler] = []
+        self._sequencer = Sequencer(self._handlers, last_id=last_id, fill_gap=fill_gap)
+        self._task: asyncio.Task[None] | None = None
+        self._healthy = False
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    async def publish(self, events: Sequence[Envelope]) -> None:
+        if not events:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.xadd(
+                        self._stream,
+                        {"e": event.to_json()},
+                        maxlen=self._maxlen,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            BUS_ERRORS.labels(op="publish").inc()
+            log.warning("bus_publish_failed", error=type(exc).__name__, events=len(events))
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="huddle-redis-bus")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._sequencer.close()
+        await self._redis.aclose()
+
+    async def _listen(self) -> None:
+        cursor = "$"
+        delay = 0.1
+        while True:
+            try:
+                if cursor == "$":
+                    # Resolve "$" once so a reconnect resumes exactly where we were.
+                    info = await self._redis.xinfo_stream(self._stream)
+                    cursor = info["last-generated-id"]
+                    cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+                self._healthy = True
+                delay = 0.1
+                reply: Any = await self._redis.xread({self._stream: cursor}, block=5000, count=500)
+                for _stream, entries in reply or []:
+                    for entry_id, fields in entries:
+                        cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                        raw = fields.get(b"e") or fields.get("e")
+                        if raw is None:
+                            continue
+                        try:
+                            event = Envelope.from_json(raw)
+                        except (ValueError, KeyError, TypeError):
+                            log.warning("bus_message_malformed", entry=cursor)
+                            continue
+                        await self._sequencer.push(event)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if "no such key" in str(exc).lower():
+                    # The stream does not exist yet: start from the beginning once it does.
+                    cursor = "0-0"
+                    await asyncio.sleep(0.2)
+                    continue
+                if self._healthy:
+                    log.warning("bus_redis_unavailable", error=type(exc).__name__)
+                BUS_ERRORS.labels(op="listen").inc()
+                self._healthy = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,104 @@
+"""The transactional outbox: events written in the same transaction as their change.
+
+Ids come from the one-row `event_counter` table. Incrementing it takes that
+row's write lock until commit, so a second writer waits, and ids are gapless
+and strictly increasing in commit order. That is what lets a client resume
+from "the last id I saw" without missing an event committed late.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from huddle.clock import iso, utcnow
+from huddle.db.models import Event, EventCounter
+from huddle.events.envelope import Envelope
+
+_NEXT_ID = text("UPDATE event_counter SET last_id = last_id + 1 WHERE id = 1 RETURNING last_id")
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    type: str,
+    team_id: int,
+    actor_id: int | None,
+    body: dict[str, Any],
+    subject_user_id: int | None = None,
+) -> Envelope:
+    """Write one event in the session's transaction; returns what will be published."""
+    event_id = int((await session.execute(_NEXT_ID)).scalar_one())
+    now = utcnow()
+    payload: dict[str, Any] = {"eventId": event_id, "teamId": team_id, **body}
+    payload["actorId"] = actor_id
+    payload["timestamp"] = iso(now)
+    session.add(
+        Event(
+            id=event_id,
+            team_id=team_id,
+            type=type,
+            payload=payload,
+            actor_id=actor_id,
+            subject_user_id=subject_user_id,
+            created_at=now,
+        )
+    )
+    return to_envelope_parts(event_id, type, team_id, payload, subject_user_id, actor_id)
+
+
+def to_envelope_parts(
+    event_id: int,
+    type: str,
+    team_id: int,
+    payload: dict[str, Any],
+    subject_user_id: int | None,
+    actor_id: int | None,
+) -> Envelope:
+    return Envelope(
+        type=type,
+        payload=payload,
+        id=event_id,
+        team_id=team_id,
+        subject_user_id=subject_user_id,
+        actor_id=actor_id,
+    )
+
+
+def to_envelope(row: Event) -> Envelope:
+    return to_envelope_parts(
+        row.id, row.type, row.team_id, dict(row.payload), row.subject_user_id, row.actor_id
+    )
+
+
+async def last_event_id(session: AsyncSession) -> int:
+    return int((await session.execute(select(EventCounter.last_id))).scalar_one())
+
+
+async def events_between(session: AsyncSession, after: int, before: int) -> list[Envelope]:
+    """Events with after < id < before, in order (fills a bus gap)."""
+    rows = await session.scalars(
+        select(Event).where(Event.id > after, Event.id < before).order_by(Event.id)
+    )
+    return [to_envelope(row) for row in rows]
+
+
+async def prune(session: AsyncSession, *, keep_events: int, keep_for: timedelta) -> int:
+    """Drop events older than the retention; remember how far, for `resync_required`."""
+    counter = (await session.execute(select(EventCounter))).scalar_one()
+    cutoff_time: datetime = utcnow() - keep_for
+    by_count = counter.last_id - keep_events
+    newest_old = await session.scalar(
+        select(Event.id).where(Event.created_at < cutoff_time).order_by(Event.id.desc()).limit(1)
+    )
+    through = max(by_count, newest_old or 0, counter.pruned_through)
+    if through <= counter.pruned_through:
+        return 0
+    result = await session.execute(delete(Event).where(Event.id <= through))
+    await session.execute(
+        update(EventCounter).where(EventCounter.id == 1).values(pruned_through=through)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

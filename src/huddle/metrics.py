@@ -1,0 +1,52 @@
+"""Prometheus collectors (SPEC §6). Module-level, registered once per process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "huddle_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "huddle_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+SOCKETS_OPEN = Gauge("huddle_gateway_connections", "Open Socket.IO connections")
+SOCKETS_AUTHENTICATED = Gauge(
+    "huddle_gateway_authenticated_connections", "Authenticated Socket.IO connections"
+)
+CONNECTION_ATTEMPTS = Counter(
+    "huddle_gateway_connection_attempts_total", "Connection attempts by outcome", ["outcome"]
+)
+AUTH_ERRORS = Counter(
+    "huddle_gateway_auth_errors_total", "authentication_error emitted, by code", ["code"]
+)
+EVENTS_EMITTED = Counter(
+    "huddle_gateway_events_emitted_total", "Team events emitted to rooms, by type", ["type"]
+)
+FANOUT_LATENCY = Histogram(
+    "huddle_gateway_fanout_seconds",
+    "Time from commit to the event handed to every local recipient",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+BACKEND_LATENCY = Histogram(
+    "huddle_gateway_backend_request_seconds",
+    "Requests from the gateway to BACKEND_URL",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+BACKEND_FAILURES = Counter(
+    "huddle_gateway_backend_failures_total", "Failed backend requests, by reason", ["reason"]
+)
+BREAKER_STATE = Gauge(
+    "huddle_gateway_circuit_breaker_state", "Backend circuit breaker: 0 closed, 1 half-open, 2 open"
+)
+
+BUS_ERRORS = Counter("huddle_bus_errors_total", "Event bus errors, by operation", ["op"])
+EVENT_GAPS = Counter(
+    "huddle_bus_event_gaps_total", "Times an event id gap outlived the gap timeout"
+)
+EVENTS_WRITTEN = Counter("huddle_events_written_total", "Events written to the outbox", ["type"])

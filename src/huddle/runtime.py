@@ -1,0 +1,125 @@
+"""The objects one process runs with, built from settings inside the app's lifespan.
+
+`Runtime` owns the engine, the bus, the services and the background tasks; the
+REST routes and the gateway both reach the same instance, so `huddle serve`
+runs everything in one process without a network hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from huddle.config import Settings
+from huddle.db.session import create_engine, create_sessionmaker
+from huddle.events import outbox
+from huddle.events.bus import EventBus, InProcessBus, RedisBus
+from huddle.events.envelope import Envelope
+from huddle.logging import get_logger
+from huddle.security.passwords import Passwords
+from huddle.security.ratelimit import BucketStore, LoginLimiter, create_bucket_store
+from huddle.security.tokens import TokenService
+from huddle.services.auth import AuthService
+from huddle.services.tasks import TaskService
+from huddle.services.teams import TeamService
+from huddle.services.unit import Database
+from huddle.services.users import UserService
+
+log = get_logger("huddle.runtime")
+
+PRUNE_INTERVAL = 60.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    db: Database
+    bus: EventBus
+    tokens: TokenService
+    auth: AuthService
+    teams: TeamService
+    tasks: TaskService
+    users: UserService
+    buckets: BucketStore
+    login_limiter: LoginLimiter
+    tasks_running: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        engine = create_engine(settings)
+        sessionmaker = create_sessionmaker(engine)
+
+        async def fill_gap(after: int, before: int) -> list[Envelope]:
+            async with sessionmaker() as session:
+                return await outbox.events_between(session, after, before)
+
+        last_id: int | None = None
+        try:
+            async with sessionmaker() as session:
+                last_id = await outbox.last_event_id(session)
+        except Exception as exc:  # the database may be down at start; /readyz will say so
+            log.warning("event_counter_unavailable", error=type(exc).__name__)
+        bus: EventBus
+        if settings.redis_url:
+            bus = RedisBus(
+                settings.redis_url, prefix=settings.redis_prefix, last_id=last_id, fill_gap=fill_gap
+            )
+        else:
+            bus = InProcessBus(last_id=last_id, fill_gap=fill_gap)
+        db = Database(sessionmaker, bus)
+        tokens = TokenService(settings)
+        passwords = Passwords(fast=settings.app_env == "test")
+        buckets = create_bucket_store(settings)
+        runtime = cls(
+            settings=settings,
+            engine=engine,
+            db=db,
+            bus=bus,
+            tokens=tokens,
+            auth=AuthService(db, tokens, passwords),
+            teams=TeamService(db),
+            tasks=TaskService(db),
+            users=UserService(db),
+            buckets=buckets,
+            login_limiter=LoginLimiter(buckets, settings),
+        )
+        await bus.start()
+        runtime.tasks_running.append(asyncio.create_task(runtime._prune_forever()))
+        return runtime
+
+    async def stop(self) -> None:
+        for task in self.tasks_running:
+            task.cancel()
+        for task in self.tasks_running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.bus.stop()
+        await self.buckets.aclose()
+        await self.engine.dispose()
+
+    async def redis_ok(self) -> bool:
+        return self.bus.healthy
+
+    async def prune_events(self) -> int:
+        """Apply EVENT_RETENTION once; returns how many events were dropped."""
+        async with self.db.unit() as unit:
+            return await outbox.prune(
+                unit.session,
+                keep_events=self.settings.event_retention_events,
+                keep_for=timedelta(hours=self.settings.event_retention_hours),
+            )
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL)
+            try:
+                dropped = await self.prune_events()
+                if dropped:
+                    log.info("events_pruned", count=dropped)
+            except Exception as exc:
+                log.warning("events_prune_failed", error=type(exc).__name__)

@@ -1,0 +1,191 @@
+"""Wire schemas (camelCase), separate from the ORM models. Create / Update / Public per role."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_serializer,
+)
+from pydantic.alias_generators import to_camel
+
+from huddle.clock import iso
+
+T = TypeVar("T")
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+TeamDescription = Annotated[str, StringConstraints(max_length=2_000)]
+Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class Role(StrEnum):
+    owner = "owner"
+    admin = "admin"
+    member = "member"
+
+
+class Status(StrEnum):
+    todo = "todo"
+    in_progress = "in_progress"
+    done = "done"
+
+
+class Priority(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    urgent = "urgent"
+
+
+class Wire(BaseModel):
+    """camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", from_attributes=True
+    )
+
+
+class Out(Wire):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", from_attributes=True
+    )
+
+    @field_serializer("*", when_used="json")
+    def _times(self, value: object) -> object:
+        return iso(value) if isinstance(value, datetime) else value
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    nextCursor: str | None = None
+
+
+# --- auth -------------------------------------------------------------------
+
+
+class RegisterIn(Wire):
+    email: EmailStr
+    password: Password
+    name: Name
+
+
+class LoginIn(Wire):
+    email: Annotated[str, StringConstraints(min_length=1, max_length=320)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class RefreshIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
+        validation_alias="refresh_token"
+    )
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"  # noqa: S105 - RFC 6749 field, not a secret
+    expires_in: int
+
+
+class PasswordChangeIn(Wire):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    new_password: Password
+
+
+# --- users, teams, members --------------------------------------------------
+
+
+class UserOut(Out):
+    id: int
+    email: str
+    name: str
+    is_admin: bool
+    created_at: datetime
+
+
+class TeamIn(Wire):
+    name: Name
+    description: TeamDescription = ""
+
+
+class TeamPatch(Wire):
+    name: Name | None = None
+    description: TeamDescription | None = None
+
+
+class TeamOut(Out):
+    id: int
+    name: str
+    description: str
+    created_at: datetime
+    role: Role | None = None
+
+
+class MemberIn(Wire):
+    user_id: Id
+    role: Role = Role.member
+
+
+class MemberPatch(Wire):
+    role: Role
+
+
+class MemberOut(Out):
+    team_id: int
+    user_id: int
+    role: Role
+    user: UserOut
+    joined_at: datetime
+
+
+# --- tasks --------------------------------------------------------------------
+
+
+class TaskIn(Wire):
+    title: Title
+    description: Description = ""
+    status: Status = Status.todo
+    priority: Priority = Priority.medium
+    assignee_id: Id | None = None
+    due_date: datetime | None = None
+
+
+class TaskPatch(Wire):
+    title: Title | None = None
+    description: Description | None = None
+    status: Status | None = None
+    priority: Priority | None = None
+    assignee_id: Id | None = None
+    due_date: datetime | None = None
+    version: Annotated[int, Field(ge=1)] | None = None
+
+
+class TaskOut(Out):
+    id: int
+    team_id: int
+    title: str
+    description: str
+    status: Status
+    priority: Priority
+    assignee_id: int | None
+    due_date: datetime | None
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+def wire(model: BaseModel) -> dict[str, object]:
+    """The JSON-ready camelCase dict of a schema instance (what REST and events send)."""
+    return model.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,132 @@
+"""Issue and verify JWTs. The algorithm is pinned by settings, never read from a token.
+
+Access tokens: `sub` (user id), `type: "access"`, `iat`, `exp`, `jti`, and
+`iss`/`aud` when configured. Refresh tokens: the same with `type: "refresh"`
+and `fam` (the family id of their login). `iat` carries milliseconds, so a
+token minted in the same second as a "logout everywhere" is told apart.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from huddle.config import Settings
+from huddle.errors import (
+    AuthError,
+    RefreshTokenExpired,
+    RefreshTokenInvalid,
+    TokenExpired,
+    TokenInvalid,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """The verified claims the rest of Huddle uses."""
+
+    user_id: int
+    issued_at: float
+    expires_at: float
+    jti: str
+    family_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    claims: Claims
+
+
+class TokenService:
+    """Mints and verifies access and refresh tokens with the configured key and algorithm."""
+
+    def __init__(self, settings: Settings, *, can_sign: bool = True) -> None:
+        self._settings = settings
+        self._algorithm = settings.jwt_algorithm
+        self._verify_key = settings.verification_key()
+        self._sign_key = settings.signing_key() if can_sign else None
+
+    @property
+    def access_ttl(self) -> int:
+        return self._settings.jwt_access_ttl
+
+    def issue_access(self, user_id: int, *, ttl: int | None = None) -> IssuedToken:
+        return self._issue(user_id, "access", ttl or self._settings.jwt_access_ttl, None)
+
+    def issue_refresh(self, user_id: int, family_id: str) -> IssuedToken:
+        return self._issue(user_id, "refresh", self._settings.jwt_refresh_ttl, family_id)
+
+    def verify_access(self, token: str) -> Claims:
+        """Verified access-token claims; raises TokenExpired or TokenInvalid."""
+        return self._verify(token, "access", TokenExpired, TokenInvalid)
+
+    def verify_refresh(self, token: str) -> Claims:
+        """Verified refresh-token claims; raises RefreshTokenExpired or RefreshTokenInvalid."""
+        return self._verify(token, "refresh", RefreshTokenExpired, RefreshTokenInvalid)
+
+    def _issue(self, user_id: int, kind: str, ttl: int, family_id: str | None) -> IssuedToken:
+        if self._sign_key is None:
+            raise RuntimeError("this process holds no signing key")
+        now = math.floor(time.time() * 1000) / 1000  # never in the future
+        payload: dict[str, Any] = {
+            "sub": str(user_id),
+            "type": kind,
+            "iat": now,
+            "exp": int(now) + ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        if family_id is not None:
+            payload["fam"] = family_id
+        if self._settings.jwt_issuer:
+            payload["iss"] = self._settings.jwt_issuer
+        if self._settings.jwt_audience:
+            payload["aud"] = self._settings.jwt_audience
+        token = jwt.encode(payload, self._sign_key, algorithm=self._algorithm)
+        claims = Claims(user_id, now, payload["exp"], payload["jti"], family_id)
+        return IssuedToken(token, claims)
+
+    def _verify(
+        self,
+        token: str,
+        kind: str,
+        expired: type[AuthError],
+        invalid: type[AuthError],
+    ) -> Claims:
+        if not isinstance(token, str) or not token or len(token) > 8192:
+            raise invalid()
+        try:
+            payload = jwt.decode(
+                token,
+                self._verify_key,
+                algorithms=[self._algorithm],
+                leeway=self._settings.jwt_leeway,
+                issuer=self._settings.jwt_issuer,
+                audience=self._settings.jwt_audience,
+                options={
+                    "require": ["sub", "exp", "iat", "type"],
+                    "verify_aud": self._settings.jwt_audience is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise expired() from None
+        except jwt.PyJWTError:
+            raise invalid() from None
+        if payload.get("type") != kind:
+            raise invalid()
+        try:
+            user_id = int(payload["sub"])
+            issued_at = float(payload["iat"])
+            expires_at = float(payload["exp"])
+        except (TypeError, ValueError):
+            raise invalid() from None
+        family = payload.get("fam")
+        if kind == "refresh" and not isinstance(family, str):
+            raise invalid()
+        jti = payload.get("jti")
+        return Claims(user_id, issued_at, expires_at, jti if isinstance(jti, str) else "", family)

@@ -1,0 +1,225 @@
+"""Registration, login, refresh-token rotation with reuse detection, logout.
+
+Refresh tokens rotate: each is redeemed once, by an UPDATE that only succeeds
+while the row is unused and unrevoked, so two concurrent redemptions cannot
+both win. A token presented again after use revokes its whole family.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from huddle.clock import utcnow
+from huddle.db.models import RefreshToken, User
+from huddle.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    RefreshTokenExpired,
+    RefreshTokenInvalid,
+    RefreshTokenReused,
+    TokenInvalid,
+    TokenRevoked,
+)
+from huddle.events.envelope import SESSIONS_REVOKED, Envelope
+from huddle.logging import get_logger
+from huddle.security.passwords import Passwords
+from huddle.security.tokens import Claims, TokenService
+from huddle.services.unit import Database
+
+log = get_logger("huddle.auth")
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A freshly issued token pair."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    access_claims: Claims
+
+
+class AuthService:
+    def __init__(self, db: Database, tokens: TokenService, passwords: Passwords) -> None:
+        self._db = db
+        self._tokens = tokens
+        self._passwords = passwords
+
+    async def register(
+        self, email: str, password: str, name: str, *, is_admin: bool = False
+    ) -> User:
+        hashed = await self._passwords.hash(password)
+        email = normalize_email(email)
+        try:
+            async with self._db.unit() as unit:
+                taken = await unit.session.scalar(select(User.id).where(User.email == email))
+                if taken is not None:
+                    raise EmailTaken()
+                user = User(email=email, name=name, password_hash=hashed, is_admin=is_admin)
+                unit.session.add(user)
+                await unit.session.flush()
+        except IntegrityError:  # lost a race with the same email
+            raise EmailTaken() from None
+        log.info("user_registered", user_id=user.id)
+        return user
+
+    async def login(self, email: str, password: str) -> Session:
+        """A new token pair, in a new refresh family."""
+        async with self._db.read() as session:
+            user = await session.scalar(select(User).where(User.email == normalize_email(email)))
+        ok = await self._passwords.verify(password, user.password_hash if user else None)
+        if user is None or not ok or not user.is_active:
+            raise InvalidCredentials()
+        async with self._db.unit() as unit:
+            issued = await self._issue(unit.session, user.id, str(uuid.uuid4()), None)
+        log.info("user_logged_in", user_id=user.id)
+        return issued
+
+    async def refresh(self, refresh_token: str) -> Session:
+        """Redeem a refresh token once for a new pair in the same family."""
+        claims = self._tokens.verify_refresh(refresh_token)
+        now = utcnow()
+        async with self._db.unit() as unit:
+            row = await unit.session.scalar(
+                select(RefreshToken).where(RefreshToken.token_hash == _digest(refresh_token))
+            )
+            if row is None or row.user_id != claims.user_id or row.family_id != claims.family_id:
+                raise RefreshTokenInvalid()
+            redeemed = await unit.session.execute(
+                update(RefreshToken)
+                .where(
+                    RefreshToken.id == row.id,
+                    RefreshToken.used_at.is_(None),
+                    RefreshToken.revoked_at.is_(None),
+                )
+                .values(used_at=now)
+            )
+            if getattr(redeemed, "rowcount", 0) != 1:
+                await unit.session.refresh(row)
+                if row.used_at is None:
+                    raise RefreshTokenInvalid()  # revoked, never used
+                reused = True
+            else:
+                reused = False
+                if _aware(row.expires_at) <= now:
+                    raise RefreshTokenExpired()
+                user = await unit.session.get(User, row.user_id)
+                if user is None or not user.is_active:
+                    raise RefreshTokenInvalid()
+                if _revoked(user, claims.issued_at):
+                    raise RefreshTokenInvalid()
+                issued = await self._issue(unit.session, row.user_id, row.family_id, row.id)
+        if reused:
+            await self._revoke_family(row.family_id)
+            log.warning("refresh_token_reused", user_id=row.user_id, family=row.family_id)
+            raise RefreshTokenReused()
+        return issued
+
+    async def logout(self, refresh_token: str) -> None:
+        """Revoke the family of this refresh token (idempotent for a known token)."""
+        claims = self._tokens.verify_refresh(refresh_token)
+        if claims.family_id is None:
+            raise RefreshTokenInvalid()
+        await self._revoke_family(claims.family_id)
+
+    async def logout_all(self, user_id: int) -> None:
+        """Revoke every session of the user: all families, and every earlier access token."""
+        # Millisecond precision, like `iat`: a token minted in the same millisecond
+        # as the revocation counts as minted after it.
+        now = utcnow()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        async with self._db.unit() as unit:
+            await unit.session.execute(
+                update(User).where(User.id == user_id).values(sessions_revoked_at=now)
+            )
+            await unit.session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        # Not a team event: tells every gateway to drop the user's sockets now.
+        await self._db.bus.publish(
+            [
+                Envelope(
+                    type=SESSIONS_REVOKED,
+                    payload={"userId": user_id, "revokedAt": now.timestamp()},
+                    subject_user_id=user_id,
+                )
+            ]
+        )
+        log.info("sessions_revoked", user_id=user_id)
+
+    async def change_password(self, user_id: int, current: str, new: str) -> None:
+        async with self._db.read() as session:
+            user = await session.get(User, user_id)
+        if user is None or not await self._passwords.verify(current, user.password_hash):
+            raise InvalidCredentials()
+        hashed = await self._passwords.hash(new)
+        async with self._db.unit() as unit:
+            await unit.session.execute(
+                update(User).where(User.id == user_id).values(password_hash=hashed)
+            )
+        await self.logout_all(user_id)
+
+    async def authenticate(self, access_token: str) -> User:
+        """The active user an access token belongs to; TOKEN_* errors otherwise."""
+        claims = self._tokens.verify_access(access_token)
+        return await self.user_for_claims(claims)
+
+    async def user_for_claims(self, claims: Claims) -> User:
+        async with self._db.read() as session:
+            user = await session.get(User, claims.user_id)
+        if user is None or not user.is_active:
+            raise TokenInvalid()
+        if _revoked(user, claims.issued_at):
+            raise TokenRevoked()
+        return user
+
+    async def _revoke_family(self, family_id: str) -> None:
+        async with self._db.unit() as unit:
+            await unit.session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=func.coalesce(RefreshToken.revoked_at, utcnow()))
+            )
+
+    async def _issue(
+        self, session: AsyncSession, user_id: int, family: str, parent: int | None
+    ) -> Session:
+        access = self._tokens.issue_access(user_id)
+        refresh = self._tokens.issue_refresh(user_id, family)
+        session.add(
+            RefreshToken(
+                token_hash=_digest(refresh.token),
+                family_id=family,
+                parent_id=parent,
+                user_id=user_id,
+                issued_at=datetime.fromtimestamp(refresh.claims.issued_at, UTC),
+                expires_at=datetime.fromtimestamp(refresh.claims.expires_at, UTC),
+            )
+        )
+        return Session(access.token, refresh.token, self._tokens.access_ttl, access.claims)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _revoked(user: User, issued_at: float) -> bool:
+    revoked = user.sessions_revoked_at
+    return revoked is not None and issued_at < _aware(revoked).timestamp()

@@ -1,0 +1,95 @@
+"""The unit of work: one transaction, its outbox events, and their publication after commit.
+
+Only services open units; routes and socket handlers call services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from huddle.errors import DatabaseUnavailable
+from huddle.events import outbox
+from huddle.events.bus import EventBus
+from huddle.events.envelope import Envelope
+from huddle.metrics import EVENTS_WRITTEN
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when a database error means "cannot reach the database", not a bad query."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        text = str(exc).lower()
+        # SQLite reports a locked database as OperationalError too; that is load, not outage.
+        return "locked" not in text or "unable to open" in text
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError | OSError)
+
+
+@dataclass
+class Unit:
+    """An open transaction. `emit` writes an outbox event inside it."""
+
+    session: AsyncSession
+    events: list[Envelope] = field(default_factory=list)
+
+    async def emit(
+        self,
+        type: str,
+        *,
+        team_id: int,
+        actor_id: int | None,
+        body: dict[str, Any],
+        subject_user_id: int | None = None,
+    ) -> Envelope:
+        await self.session.flush()
+        envelope = await outbox.record(
+            self.session,
+            type=type,
+            team_id=team_id,
+            actor_id=actor_id,
+            body=body,
+            subject_user_id=subject_user_id,
+        )
+        self.events.append(envelope)
+        return envelope
+
+
+class Database:
+    """The session factory and the bus: what a service needs to run a unit of work."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], bus: EventBus) -> None:
+        self.sessionmaker = sessionmaker
+        self.bus = bus
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[Unit]:
+        """A transaction; commits on success, then publishes its events in order."""
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                unit = Unit(session)
+                yield unit
+        except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
+        for event in unit.events:
+            EVENTS_WRITTEN.labels(type=event.type).inc()
+        if unit.events:
+            await self.bus.publish(unit.events)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session (no commit)."""
+        try:
+            async with self.sessionmaker() as session:
+                yield session
+        except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
