@@ -64,18 +64,19 @@ class TcpProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self._writers.add(writer)
+        pair = {writer}
+        self._writers |= pair
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
-            self._writers.add(up_writer)
+            pair.add(up_writer)
+            self._writers |= pair
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         except OSError:
             pass
         finally:
-            for each in [writer, *(w for w in self._writers if w is not writer)]:
-                if each.transport.get_extra_info("peername") is None or each is writer:
-                    each.close()
-            self._writers.discard(writer)
+            for each in pair:
+                each.close()
+            self._writers -= pair
             self._tasks.discard(task)
 
     @staticmethod
