@@ -82,4 +82,3 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 def unique() -> str:
     """A short random tag for names that must not collide between tests."""
     return secrets.token_hex(4)
-

@@ -89,12 +89,13 @@ function teamIdsOf(userId) {
   return ids;
 }
 
+// Entity ids are numbers, as in Huddle's REST schemas; only the JWT `sub` is a string.
 function buildUserData(userId) {
-  const id = String(userId);
+  const id = userId;
   const user = { id, email: `user${id}@bench.huddle.test`, name: `Bench User ${id}`, isAdmin: false, createdAt: CREATED_AT };
   const teamIds = teamIdsOf(userId);
   const teams = teamIds.map((teamId) => ({
-    id: String(teamId),
+    id: teamId,
     name: `Team ${teamId}`,
     description: `Benchmark team ${teamId}`,
     createdAt: CREATED_AT,
@@ -102,9 +103,9 @@ function buildUserData(userId) {
   }));
   const tasks = [];
   for (let k = 0; k < TASKS_PER_USER; k += 1) {
-    const teamId = String(teamIds[k % teamIds.length]);
+    const teamId = teamIds[k % teamIds.length];
     tasks.push({
-      id: String(userId * 1000 + k),
+      id: userId * 1000 + k,
       teamId,
       title: `Task ${k} of user ${id}`,
       description: 'A task assigned to a benchmark user',
@@ -257,28 +258,28 @@ function boundedInt(params, name, fallback, min, max) {
 /** Emits `count` events back to back; each one's JSON frame is about `size` bytes. */
 function broadcast(io, room, event, count, size) {
   const teamMatch = /^team:(\d+)$/.exec(room);
-  const teamId = teamMatch ? teamMatch[1] : '1';
+  const teamId = teamMatch ? Number(teamMatch[1]) : 1;
   const makePayload = (eventId, sentAt, description) => {
     const timestamp = new Date(sentAt).toISOString();
     return {
       eventId,
       teamId,
       task: {
-        id: '424242',
+        id: 424242,
         teamId,
         title: 'Benchmark task',
         description,
         status: eventId % 2 === 0 ? 'in_progress' : 'done',
         priority: 'high',
-        assigneeId: '1',
+        assigneeId: 1,
         dueDate: null,
-        createdBy: '1',
+        createdBy: 1,
         createdAt: CREATED_AT,
         updatedAt: timestamp,
         version: eventId,
       },
       changes: ['status'],
-      actorId: '1',
+      actorId: 1,
       timestamp,
       sentAt,
     };

@@ -218,8 +218,7 @@ async def test_refusals_are_counted_by_limit_and_by_localhost_or_remote(
 ) -> None:
     limiter = ConnectionLimiter(store, settings())
     before = {
-        key: refusals(*key)
-        for key in [("connection", "localhost"), ("expired_token", "remote")]
+        key: refusals(*key) for key in [("connection", "localhost"), ("expired_token", "remote")]
     }
     await burst(limiter, "127.0.0.1")
     await burst(limiter, "198.51.100.7", expired=True)

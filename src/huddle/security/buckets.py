@@ -15,13 +15,14 @@ the idle window of SPEC §5, stretched only for buckets that take longer than
 the window to refill (the 15-minute login buckets), which dropping early would
 hand a fresh burst.
 
-Why hand-written: `limits` offers fixed, moving and sliding windows but no
-token bucket, and a window of N per T does not refill one attempt every
-cooldown. `pyrate-limiter` 4.x has GCRA with a Redis script, but as an internal
-layer (public only from 5.0), with one store object per key and no eviction of
-them, the client's wall clock rather than the server's, and no side-effect-free
-check. The whole algorithm is the few lines in `_gcra` and `_LUA`; adopting
-either library would cost more code than it saves.
+Why hand-written: `limits` (5.x) offers fixed, moving and sliding windows but
+no token bucket, and a window of N per T does not refill one attempt every
+cooldown. `pyrate-limiter` 4.5 does have GCRA with an atomic Redis script, but
+that layer is documented as internal until 5.0; its Redis state runs on each
+caller's wall clock; its `Limiter` answers a bool and needs a second call for
+the retry-after; and every key is a bucket object whose creation and eviction,
+like the Redis fallback, would still be ours to write. What the libraries
+would save is `_gcra` and `_LUA`, a few lines each.
 """
 
 from __future__ import annotations
@@ -124,13 +125,13 @@ class MemoryBucketStore:
 
     Memory is bounded two ways: state is dropped as described in the module
     docstring, swept a little on every `take` (amortised O(1), no background
-    task), and never more than `max_keys` are kept — past that the least
-    recently used bucket goes, which loosens a limit for an idle client rather
-    than refusing anyone.
+    task), and never more than `max_keys` are kept (about 250 bytes each) —
+    past that the longest-unused bucket of the fullest lane goes, which hands
+    one client a fresh bucket rather than refusing anyone.
     """
 
     def __init__(
-        self, *, window_ms: int = 60_000, clock: Clock = monotonic_ms, max_keys: int = 1_000_000
+        self, *, window_ms: int = 60_000, clock: Clock = monotonic_ms, max_keys: int = 200_000
     ) -> None:
         if window_ms < 1 or max_keys < 1:
             raise ValueError("window_ms and max_keys must be at least 1")

@@ -1,0 +1,199 @@
+"""Register, login, refresh rotation with reuse detection, logout, logout everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import jwt
+
+from tests.api.conftest import TEST_SECRET
+from tests.factories import PASSWORD, Factory
+
+
+def code(response: httpx.Response) -> str:
+    return str(response.json()["error"]["code"])
+
+
+async def test_register_returns_the_public_user_without_secrets(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/auth/register",
+        json={"email": "Ada@Example.COM", "password": PASSWORD, "name": "Ada"},
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"id", "email", "name", "isAdmin", "createdAt"}
+    assert body["email"] == "ada@example.com"
+    assert body["isAdmin"] is False
+    assert body["createdAt"].endswith("Z")
+
+
+async def test_email_is_taken_case_insensitively(client: httpx.AsyncClient) -> None:
+    first = {"email": "bob@example.com", "password": PASSWORD, "name": "Bob"}
+    assert (await client.post("/api/auth/register", json=first)).status_code == 201
+    again = {**first, "email": "BOB@example.com"}
+    response = await client.post("/api/auth/register", json=again)
+    assert response.status_code == 409
+    assert code(response) == "EMAIL_TAKEN"
+
+
+async def test_register_rejects_short_password_and_bad_email(client: httpx.AsyncClient) -> None:
+    short = await client.post(
+        "/api/auth/register", json={"email": "c@example.com", "password": "1234567", "name": "C"}
+    )
+    bad = await client.post(
+        "/api/auth/register", json={"email": "not-an-email", "password": PASSWORD, "name": "C"}
+    )
+    for response in (short, bad):
+        assert response.status_code == 422
+        assert code(response) == "VALIDATION_ERROR"
+        assert PASSWORD not in response.text and "1234567" not in response.text
+
+
+async def test_login_issues_a_bearer_pair_with_the_spec_claims(factory: Factory) -> None:
+    user = await factory.user()
+    response = await factory.client.post(
+        "/api/auth/login", json={"email": user.email.upper(), "password": PASSWORD}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 900
+    claims = jwt.decode(body["access_token"], TEST_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == str(user.id)
+    assert claims["type"] == "access"
+    assert {"iat", "exp", "jti"} <= set(claims)
+    assert claims["exp"] - int(claims["iat"]) == 900
+    refresh = jwt.decode(body["refresh_token"], TEST_SECRET, algorithms=["HS256"])
+    assert refresh["type"] == "refresh" and refresh["fam"]
+
+
+async def test_login_accepts_the_oauth2_password_form(factory: Factory) -> None:
+    user = await factory.user()
+    response = await factory.client.post(
+        "/api/auth/login", data={"username": user.email, "password": PASSWORD}
+    )
+    assert response.status_code == 200
+    assert response.json()["access_token"]
+
+
+async def test_wrong_password_and_unknown_email_look_the_same(factory: Factory) -> None:
+    user = await factory.user()
+    wrong = await factory.client.post(
+        "/api/auth/login", json={"email": user.email, "password": "wrong-password"}
+    )
+    unknown = await factory.client.post(
+        "/api/auth/login", json={"email": "nobody@example.com", "password": "wrong-password"}
+    )
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+    assert code(wrong) == "INVALID_CREDENTIALS"
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(factory: Factory) -> None:
+    user = await factory.user()
+    client = factory.client
+    first = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != user.refresh_token
+    assert (await client.get("/api/users/me", headers=_bearer(rotated))).status_code == 200
+
+    reused = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert reused.status_code == 401
+    assert code(reused) == "REFRESH_TOKEN_REUSED"
+    # The whole family is gone: the token rotated in good faith no longer works either.
+    child = await client.post("/api/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert child.status_code == 401
+    assert code(child) in {"REFRESH_TOKEN_INVALID", "REFRESH_TOKEN_REUSED"}
+
+
+async def test_refresh_families_are_independent(factory: Factory) -> None:
+    user = await factory.user()
+    other_login = await factory.login(user.email)
+    await factory.client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    await factory.client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    unaffected = await factory.client.post(
+        "/api/auth/refresh", json={"refresh_token": other_login["refresh_token"]}
+    )
+    assert unaffected.status_code == 200
+
+
+async def test_concurrent_refreshes_redeem_a_token_once(factory: Factory) -> None:
+    user = await factory.user()
+    responses = await asyncio.gather(
+        *(
+            factory.client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+            for _ in range(5)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == 1, [r.text for r in responses]
+    assert all(code(r) == "REFRESH_TOKEN_REUSED" for r in responses if r.status_code != 200)
+
+
+async def test_logout_revokes_the_family(factory: Factory) -> None:
+    user = await factory.user()
+    out = await factory.client.post("/api/auth/logout", json={"refresh_token": user.refresh_token})
+    assert out.status_code == 204
+    after = await factory.client.post(
+        "/api/auth/refresh", json={"refresh_token": user.refresh_token}
+    )
+    assert after.status_code == 401
+    assert code(after) == "REFRESH_TOKEN_INVALID"
+
+
+async def test_logout_all_revokes_earlier_access_tokens_but_not_later_ones(
+    factory: Factory,
+) -> None:
+    user = await factory.user()
+    response = await factory.client.post("/api/auth/logout-all", headers=user.headers)
+    assert response.status_code == 204
+    me = await factory.client.get("/api/users/me", headers=user.headers)
+    assert me.status_code == 401
+    assert code(me) == "TOKEN_REVOKED"
+    refresh = await factory.client.post(
+        "/api/auth/refresh", json={"refresh_token": user.refresh_token}
+    )
+    assert refresh.status_code == 401
+    fresh = await factory.login(user.email)
+    assert (await factory.client.get("/api/users/me", headers=_bearer(fresh))).status_code == 200
+
+
+async def test_password_change_revokes_sessions(factory: Factory) -> None:
+    user = await factory.user()
+    response = await factory.client.post(
+        "/api/auth/password",
+        json={"currentPassword": PASSWORD, "newPassword": "another-password-1"},
+        headers=user.headers,
+    )
+    assert response.status_code == 204
+    assert code(await factory.client.get("/api/users/me", headers=user.headers)) == "TOKEN_REVOKED"
+    assert (
+        await factory.client.post(
+            "/api/auth/login", json={"email": user.email, "password": "another-password-1"}
+        )
+    ).status_code == 200
+
+
+async def test_tokens_are_not_interchangeable(factory: Factory) -> None:
+    user = await factory.user()
+    as_access = await factory.client.get(
+        "/api/users/me", headers={"Authorization": f"Bearer {user.refresh_token}"}
+    )
+    assert as_access.status_code == 401 and code(as_access) == "TOKEN_INVALID"
+    as_refresh = await factory.client.post(
+        "/api/auth/refresh", json={"refresh_token": user.access_token}
+    )
+    assert as_refresh.status_code == 401 and code(as_refresh) == "REFRESH_TOKEN_INVALID"
+
+
+async def test_missing_token_is_token_missing(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/users/me")
+    assert response.status_code == 401
+    assert code(response) == "TOKEN_MISSING"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def _bearer(pair: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {pair['access_token']}"}
