@@ -63,7 +63,7 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         port=bind_port,
         log_config=None,
         access_log=False,
-        ws="websockets",
+        ws="websockets-sansio",
         ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_payload + 1024,
         proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn
@@ -189,3 +189,7 @@ def main() -> None:
         cli()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

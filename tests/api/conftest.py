@@ -46,7 +46,7 @@ def migrated(settings: Settings) -> Settings:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
-    """Each API test runs on SQLite (a file per test) and on PostgreSQL (one database per session)."""
+    """Each API test runs on SQLite (a file per test) and PostgreSQL (a database per session)."""
     if request.param == "sqlite":
         return None
     base: str = request.getfixturevalue("postgres_server_url")
@@ -97,7 +97,12 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on", ws="websockets"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="on",
+            ws="websockets-sansio",
         )
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None

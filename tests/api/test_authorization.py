@@ -1,4 +1,4 @@
-"""Every route × outsider / member / team admin / owner / global admin (SPEC §3).
+"""Every route by outsider / member / team admin / owner / global admin (SPEC §3).
 
 What the caller may not see is 404, what they see but may not change is 403,
 and the two /api/users/{userId}/… routes answer 403 to anyone but the user

@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from huddle.api import errors
 from huddle.api.middleware import RequestContext
-from huddle.api.routes import auth, ops, tasks, teams, users
+from huddle.api.routes import auth, events, ops, tasks, teams, users
 from huddle.config import Settings
 from huddle.runtime import Runtime
 
@@ -46,7 +46,14 @@ def create_api(
     )
     app.state.settings = settings
     errors.install(app)
-    for router in (auth.router, users.router, teams.router, tasks.router, ops.router):
+    for router in (
+        auth.router,
+        users.router,
+        teams.router,
+        tasks.router,
+        events.router,
+        ops.router,
+    ):
         app.include_router(router)
     app.add_middleware(
         CORSMiddleware,

@@ -10,9 +10,12 @@ from ipaddress import IPv4Network, IPv6Network
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from huddle.api.errors import error_response
+from huddle.errors import DatabaseUnavailable, HuddleError, InternalError
 from huddle.logging import get_logger
 from huddle.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from huddle.security.client_ip import client_ip
+from huddle.services.unit import is_unavailable
 
 log = get_logger("huddle.http")
 
@@ -37,10 +40,12 @@ class RequestContext:
         structlog.contextvars.bind_contextvars(request_id=request_id, client_ip=ip)
         started = time.perf_counter()
         status = 500
+        started_response = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -49,6 +54,12 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Handled here rather than by Starlette's outermost middleware, so the
+            # log line keeps the request id and the response carries it too.
+            if started_response:
+                raise
+            await _fallback(exc, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -65,3 +76,22 @@ class RequestContext:
                     duration_ms=round(elapsed * 1000, 2),
                 )
             structlog.contextvars.unbind_contextvars("request_id", "client_ip")
+
+
+async def _fallback(exc: Exception, send: Send) -> None:
+    failure: HuddleError
+    if is_unavailable(exc):
+        log.warning("database_unavailable", error=type(exc).__name__)
+        failure = DatabaseUnavailable()
+    else:
+        log.exception("unhandled_error")
+        failure = InternalError()
+    response = error_response(failure)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})

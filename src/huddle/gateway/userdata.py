@@ -12,6 +12,7 @@ empty, with `degraded=True`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,11 +42,16 @@ class RefreshedTokens:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """Events after a client's `lastEventId`, or `resync_required` when they are gone."""
+    """Events after a client's `lastEventId`, or `resync_required` when they are gone.
+
+    `last_event_id`: the position the client is synced through after `events`.
+    `more`: a page limit cut the replay short; call again with `after=last_event_id`.
+    """
 
     events: list[Envelope] = field(default_factory=list)
     resync_required: bool = False
     last_event_id: int | None = None
+    more: bool = False
 
 
 class UserDataSource(Protocol):
@@ -66,6 +72,10 @@ class UserDataSource(Protocol):
 
     def invalidate(self, user_id: int) -> None:
         """Drop the cached data of a user (an event changed their teams or tasks)."""
+        ...
+
+    def on_recovered(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` (as a task) each time the backend answers again after failing."""
         ...
 
     async def start(self) -> None: ...

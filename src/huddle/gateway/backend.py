@@ -1,0 +1,357 @@
+"""`HttpSource`: the gateway's user data from the REST API at BACKEND_URL.
+
+Each call carries the user's own access token, so the API applies the same
+rules to the gateway as to the user. One pooled `httpx.AsyncClient`;
+BACKEND_TIMEOUT bounds each call (all the requests of a `fetch` together);
+a connection error is retried once (the request never reached the API, so
+this is safe even for a refresh); a `CircuitBreaker` stops calls to a dead
+backend; a `UserDataCache` keeps the last good data for degraded answers; a
+`RecoveryWatch` probes `/readyz` after a failure and runs the `on_recovered`
+callbacks when the API answers again. The contract is in `huddle.gateway.sources`.
+
+Metrics: `huddle_gateway_backend_request_seconds{endpoint}` per HTTP request
+(endpoints `users_me`, `user_teams`, `user_tasks`, `auth_refresh`, `events`,
+`readyz`), `huddle_gateway_backend_failures_total{reason}` per failed call
+(`connect`, `timeout`, `transport`, `http_5xx`, `http_4xx`, `bad_response`,
+`not_ready`, `breaker_open`), `huddle_gateway_circuit_breaker_state`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import httpx
+
+from huddle.config import Settings
+from huddle.errors import (
+    AuthError,
+    BackendUnavailable,
+    BadRequest,
+    ConfigError,
+    RefreshTokenExpired,
+    RefreshTokenInvalid,
+    RefreshTokenReused,
+    TokenExpired,
+    TokenInvalid,
+    TokenRevoked,
+)
+from huddle.gateway.breaker import CircuitBreaker
+from huddle.gateway.cache import UserDataCache
+from huddle.gateway.recovery import RecoveredCallback, RecoveryWatch
+from huddle.gateway.userdata import RefreshedTokens, Replay, UserData
+from huddle.logging import get_logger
+from huddle.metrics import BACKEND_FAILURES, BACKEND_LATENCY
+from huddle.services.events import MAX_PAGE, envelope_of_item
+
+log = get_logger("huddle.gateway.backend")
+
+T = TypeVar("T")
+
+# The same on both paths (the in-process source uses them too).
+MAX_TEAMS = 1000
+"""A user's teams fetched at most (all of them, in practice)."""
+MAX_TASKS = 500
+"""Tasks assigned to the user fetched at most: the first ones, by id."""
+PAGE_SIZE = 100  # the REST API's largest page
+
+_TOKEN_ERRORS: dict[str, type[AuthError]] = {
+    "TOKEN_EXPIRED": TokenExpired,
+    "TOKEN_REVOKED": TokenRevoked,
+    "TOKEN_INVALID": TokenInvalid,
+}
+_REFRESH_ERRORS: dict[str, type[AuthError]] = {
+    "REFRESH_TOKEN_EXPIRED": RefreshTokenExpired,
+    "REFRESH_TOKEN_INVALID": RefreshTokenInvalid,
+    "REFRESH_TOKEN_REUSED": RefreshTokenReused,
+}
+
+
+def fallback(user_id: int) -> UserData:
+    """What a degraded fetch answers without a cached copy: the id from the token, no lists."""
+    return UserData(user={"id": user_id}, teams=[], tasks=[], degraded=True)
+
+
+class BackendFailure(Exception):
+    """The backend did not answer usably; `reason` is the metric label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HttpSource:
+    """User data from the REST API at BACKEND_URL, with the user's own token.
+
+    One pooled `httpx.AsyncClient`; BACKEND_TIMEOUT bounds each call (every
+    request of a `fetch` together); connection errors are retried once (the
+    request never reached the API, so this is safe even for a refresh);
+    a `CircuitBreaker` stops calls to a dead backend; a `UserDataCache` keeps
+    the last good data for degraded answers.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        failure_threshold: int = 5,
+        reset_after: float = 30.0,
+        cache_ttl: float = 60.0,
+        probe_interval: float = 2.0,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        if not settings.backend_url:
+            raise ConfigError("BACKEND_URL: required for huddle gateway")
+        self._timeout = settings.backend_timeout
+        self._page_size = page_size
+        self._client = httpx.AsyncClient(
+            base_url=settings.backend_url.rstrip("/"),
+            timeout=httpx.Timeout(settings.backend_timeout),
+            limits=httpx.Limits(
+                max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0
+            ),
+            headers={"Accept": "application/json", "User-Agent": "huddle-gateway"},
+            follow_redirects=False,
+        )
+        self.breaker = CircuitBreaker(threshold=failure_threshold, reset_after=reset_after)
+        self.cache = UserDataCache(
+            ttl=cache_ttl, redis_url=settings.redis_url, prefix=settings.redis_prefix
+        )
+        self._watch = RecoveryWatch(
+            self._probe, interval=probe_interval, not_before=self.breaker.retry_in
+        )
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed backend call until the next successful one."""
+        return self._watch.healthy
+
+    async def fetch(self, user_id: int, token: str) -> UserData:
+        started_at = time.time()
+        try:
+            data = await self._call("fetch", lambda: self._fetch(user_id, token))
+        except BackendFailure:
+            cached = await self.cache.get(user_id)
+            return replace(cached, degraded=True) if cached else fallback(user_id)
+        await self.cache.put(user_id, data, started_at=started_at)
+        return data
+
+    async def rotate(self, refresh_token: str) -> RefreshedTokens:
+        try:
+            return await self._call("rotate", lambda: self._rotate(refresh_token))
+        except BackendFailure:
+            raise BackendUnavailable() from None
+
+    async def replay(self, user_id: int, token: str, after: int) -> Replay:
+        if after < 0:
+            raise BadRequest("lastEventId must be a non-negative integer.")
+        try:
+            return await self._call("replay", lambda: self._replay(token, after))
+        except BackendFailure:
+            raise BackendUnavailable() from None
+
+    def invalidate(self, user_id: int) -> None:
+        self.cache.drop(user_id)
+
+    def on_recovered(self, callback: RecoveredCallback) -> None:
+        self._watch.on_recovered(callback)
+
+    async def start(self) -> None:
+        await self._watch.start()
+
+    async def stop(self) -> None:
+        await self._watch.stop()
+        await self._client.aclose()
+        await self.cache.aclose()
+
+    # --- one logical call: breaker, deadline, outcome -----------------------
+
+    async def _call(self, op: str, work: Callable[[], Awaitable[T]]) -> T:
+        if not self.breaker.allow():
+            BACKEND_FAILURES.labels(reason="breaker_open").inc()
+            raise BackendFailure("breaker_open")
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await work()
+        except BackendFailure as exc:
+            self._failed(op, exc.reason)
+            raise
+        except TimeoutError:
+            self._failed(op, "timeout")
+            raise BackendFailure("timeout") from None
+        except AuthError:
+            self._succeeded()  # the backend answered; the token is what failed
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self._succeeded()
+        return result
+
+    def _succeeded(self) -> None:
+        self.breaker.success()
+        self._watch.succeeded()
+
+    def _failed(self, op: str, reason: str) -> None:
+        BACKEND_FAILURES.labels(reason=reason).inc()
+        self.breaker.failure()
+        self._watch.failed(op, reason)
+
+    async def _probe(self) -> None:
+        """One cheap request while the backend is marked down (its outcome counts)."""
+        if self.breaker.retry_in() > 0:
+            return  # still open: the watch sleeps until it may try
+        await self._call("probe", self._ready)
+
+    # --- the requests -------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        *,
+        token: str | None = None,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        accept_5xx: bool = False,
+    ) -> httpx.Response:
+        """One request, retried once on a connection error; 5xx and transport errors raise."""
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            try:
+                response = await self._client.request(
+                    method, path, headers=headers, params=params, json=body
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if attempt == 1:
+                    continue
+                raise BackendFailure("connect") from None
+            except httpx.TimeoutException:
+                raise BackendFailure("timeout") from None
+            except httpx.HTTPError:
+                raise BackendFailure("transport") from None
+            finally:
+                BACKEND_LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+            if response.status_code >= 500 and not accept_5xx:
+                raise BackendFailure("http_5xx")
+            return response
+        raise BackendFailure("connect")  # unreachable: the loop returns or raises
+
+    async def _get(
+        self, path: str, endpoint: str, token: str, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        response = await self._request("GET", path, endpoint, token=token, params=params)
+        if response.status_code == 401:
+            raise _TOKEN_ERRORS.get(_error_code(response), TokenInvalid)()
+        if response.status_code != 200:
+            log.warning("backend_unexpected_status", endpoint=endpoint, status=response.status_code)
+            raise BackendFailure("http_4xx")
+        return _json_object(response)
+
+    async def _fetch(self, user_id: int, token: str) -> UserData:
+        results = await asyncio.gather(
+            self._get("/api/users/me", "users_me", token),
+            self._pages(f"/api/users/{user_id}/teams", "user_teams", token, MAX_TEAMS),
+            self._pages(f"/api/users/{user_id}/tasks", "user_tasks", token, MAX_TASKS),
+            return_exceptions=True,
+        )
+        for result in results:  # an answer about the token outranks a failure
+            if isinstance(result, AuthError):
+                raise result
+        user, teams, tasks = results
+        if isinstance(user, dict) and user.get("id") != user_id:
+            raise TokenInvalid()  # the token belongs to someone else
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if not isinstance(user, dict) or not isinstance(teams, list) or not isinstance(tasks, list):
+            raise BackendFailure("bad_response")
+        return UserData(user=user, teams=teams, tasks=tasks)
+
+    async def _pages(self, path: str, endpoint: str, token: str, cap: int) -> list[dict[str, Any]]:
+        """Items of a `{items, nextCursor}` list, following cursors up to `cap` items."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while len(items) < cap:
+            params: dict[str, Any] = {"limit": min(self._page_size, cap - len(items))}
+            if cursor:
+                params["cursor"] = cursor
+            page = await self._get(path, endpoint, token, params)
+            batch = page.get("items")
+            if not isinstance(batch, list) or not all(isinstance(i, dict) for i in batch):
+                raise BackendFailure("bad_response")
+            items.extend(batch)
+            nxt = page.get("nextCursor")
+            if not isinstance(nxt, str) or not nxt:
+                break
+            cursor = nxt
+        return items[:cap]
+
+    async def _rotate(self, refresh_token: str) -> RefreshedTokens:
+        response = await self._request(
+            "POST", "/api/auth/refresh", "auth_refresh", body={"refresh_token": refresh_token}
+        )
+        if response.status_code == 401:
+            raise _REFRESH_ERRORS.get(_error_code(response), RefreshTokenInvalid)()
+        if response.status_code in (400, 422):
+            raise RefreshTokenInvalid()
+        if response.status_code != 200:
+            log.warning(
+                "backend_unexpected_status", endpoint="auth_refresh", status=response.status_code
+            )
+            raise BackendFailure("http_4xx")
+        data = _json_object(response)
+        try:
+            return RefreshedTokens(
+                access_token=str(data["access_token"]),
+                refresh_token=str(data["refresh_token"]),
+                expires_in=int(data["expires_in"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise BackendFailure("bad_response") from None
+
+    async def _replay(self, token: str, after: int) -> Replay:
+        data = await self._get("/api/events", "events", token, {"after": after, "limit": MAX_PAGE})
+        try:
+            events = [envelope_of_item(item) for item in data["items"]]
+            last = int(data["lastEventId"])
+            return Replay(
+                events=events,
+                resync_required=bool(data["resyncRequired"]),
+                last_event_id=last,
+                more=data.get("nextCursor") is not None,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise BackendFailure("bad_response") from None
+
+    async def _ready(self) -> None:
+        """/readyz answers, and the database behind it is up (Redis is not needed for data)."""
+        response = await self._request("GET", "/readyz", "readyz", accept_5xx=True)
+        if response.status_code == 200:
+            return
+        checks = _json_object(response).get("checks") if response.status_code == 503 else None
+        if not isinstance(checks, dict) or checks.get("database") != "ok":
+            raise BackendFailure("not_ready")
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+        return str(error.get("code", "")) if isinstance(error, dict) else ""
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise BackendFailure("bad_response") from None
+    if not isinstance(data, dict):
+        raise BackendFailure("bad_response")
+    return data

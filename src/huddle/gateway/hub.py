@@ -1,0 +1,202 @@
+"""The gateway's shared state and the operations every part of it uses.
+
+`Hub` owns the socket registry, presence, the fan-out and the rooms. Rooms are
+`user:<id>` and `team:<id>`; a session's `team_ids` mirrors the team rooms it
+is in, so presence and the relay never have to ask python-socketio.
+
+Ending a socket is two steps: `terminate` marks it closed and takes it out of
+every room at once (so it receives nothing more), then a task sends the
+Socket.IO disconnect after the current handler has returned — whatever the
+handler was answering (an `authentication_error`, an acknowledgement) is
+already queued on the socket by then, and the queue is sent in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from huddle.config import Settings
+from huddle.errors import HuddleError
+from huddle.gateway import payloads
+from huddle.gateway.fanout import Fanout
+from huddle.gateway.presence import Presence
+from huddle.gateway.session import SessionRegistry, SocketSession, State
+from huddle.logging import get_logger
+from huddle.metrics import AUTH_ERRORS, SOCKETS_AUTHENTICATED
+
+log = get_logger("huddle.gateway")
+
+NAMESPACE = "/"
+TRANSPORT_CLOSE_AFTER = 5.0
+"""Seconds a client has to close its connection after being disconnected, before we do."""
+
+
+def team_room(team_id: int) -> str:
+    return f"team:{team_id}"
+
+
+def user_room(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+class Hub:
+    def __init__(self, sio: Any, settings: Settings) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.fanout = Fanout(sio)
+        self.sessions = SessionRegistry()
+        self.presence = Presence()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- background work ---------------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` in the background; its failure is logged, never raised anywhere."""
+        task = asyncio.create_task(self._guarded(work, name), name=f"huddle-gateway-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guarded(work: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("gateway_task_failed", task=name)
+
+    async def cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- state ---------------------------------------------------------------
+
+    def set_state(self, session: SocketSession, state: State) -> None:
+        """Change a session's state, keeping the authenticated-sockets gauge right."""
+        if session.state is State.AUTHENTICATED and state is not State.AUTHENTICATED:
+            SOCKETS_AUTHENTICATED.dec()
+        elif session.state is not State.AUTHENTICATED and state is State.AUTHENTICATED:
+            SOCKETS_AUTHENTICATED.inc()
+        session.state = state
+
+    # --- sending -------------------------------------------------------------
+
+    async def send(self, session: SocketSession, event: str, payload: Any) -> None:
+        """Emit to one socket unless it is closed."""
+        if not session.closed:
+            await self.fanout.socket(session.sid, event, payload)
+
+    async def send_error(self, session: SocketSession, error: HuddleError) -> None:
+        """`error {code, message}`: a client event failed; the socket stays."""
+        await self.send(session, "error", payloads.error_body(error))
+
+    async def report(self, session: SocketSession, error: HuddleError) -> None:
+        """`authentication_error {message, code, action, retryAfter?}`."""
+        AUTH_ERRORS.labels(code=error.code).inc()
+        log.info("socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code)
+        await self.send(session, "authentication_error", payloads.auth_error(error))
+
+    async def reject(self, session: SocketSession, error: HuddleError) -> None:
+        """Report a terminal authentication error, then disconnect."""
+        await self.report(session, error)
+        await self.terminate(session)
+
+    async def terminate(self, session: SocketSession) -> None:
+        """Close a socket: out of every room now, disconnected once the current handler returns."""
+        if session.closed:
+            return
+        await self.leave_all(session)
+        self.sessions.unmark_syncing(session)
+        self.set_state(session, State.CLOSED)
+        session.cancel_all()
+        self.spawn(self._disconnect(session.sid), "disconnect")
+
+    async def _disconnect(self, sid: str) -> None:
+        # Let the running handler finish first: its acknowledgement is queued
+        # when it returns, and must reach the client before the disconnect.
+        await asyncio.sleep(0)
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        await self.sio.disconnect(sid, namespace=NAMESPACE)
+        if eio_sid is None:
+            return
+        # A well-behaved client closes its transport when its last namespace is
+        # disconnected; one that does not is closed for it.
+        await asyncio.sleep(TRANSPORT_CLOSE_AFTER)
+        if eio_sid in self.sio.eio.sockets:
+            await self.sio.eio.disconnect(eio_sid)
+
+    # --- rooms and presence --------------------------------------------------
+
+    def syncing_sids(self) -> list[str]:
+        return [s.sid for s in self.sessions.syncing]
+
+    async def join_user_room(self, session: SocketSession) -> None:
+        if session.user_id is not None and not session.closed:
+            await self._enter(session.sid, user_room(session.user_id))
+
+    async def join_team(
+        self, session: SocketSession, team_id: int, *, announce: bool = True
+    ) -> bool:
+        """Put a session in a team's room; True when its user just came online there."""
+        if team_id in session.team_ids or session.closed or session.user_id is None:
+            return False
+        if not await self._enter(session.sid, team_room(team_id)):
+            return False
+        session.team_ids.add(team_id)
+        came_online = self.presence.join(team_id, session.user_id)
+        if came_online and announce:
+            await self.announce(team_id, session.user_id, online=True)
+        return came_online
+
+    async def leave_team(
+        self, session: SocketSession, team_id: int, *, announce: bool = True
+    ) -> bool:
+        """Take a session out of a team's room; True when its user just went offline there."""
+        if team_id not in session.team_ids:
+            return False
+        session.team_ids.discard(team_id)
+        await self.sio.leave_room(session.sid, team_room(team_id), namespace=NAMESPACE)
+        if session.user_id is None:
+            return False
+        went_offline = self.presence.leave(team_id, session.user_id)
+        if went_offline and announce:
+            await self.announce(team_id, session.user_id, online=False)
+        return went_offline
+
+    async def set_teams(self, session: SocketSession, team_ids: Iterable[int]) -> None:
+        """Make the session's team rooms exactly `team_ids`."""
+        wanted = set(team_ids)
+        for team_id in sorted(session.team_ids - wanted):
+            await self.leave_team(session, team_id)
+        for team_id in sorted(wanted - session.team_ids):
+            await self.join_team(session, team_id)
+
+    async def leave_all(self, session: SocketSession) -> None:
+        """Out of every room: no team data reaches the socket any more."""
+        for team_id in sorted(session.team_ids):
+            await self.leave_team(session, team_id)
+        if session.user_id is not None:
+            await self.sio.leave_room(session.sid, user_room(session.user_id), namespace=NAMESPACE)
+
+    async def announce(self, team_id: int, user_id: int, *, online: bool) -> None:
+        """`presence_changed {teamId, userId, online}` to the team's room."""
+        await self.fanout.room(
+            team_room(team_id),
+            "presence_changed",
+            {"teamId": team_id, "userId": user_id, "online": online},
+            skip=self.syncing_sids(),
+        )
+
+    async def _enter(self, sid: str, room: str) -> bool:
+        try:
+            await self.sio.enter_room(sid, room, namespace=NAMESPACE)
+        except (KeyError, ValueError):  # the socket went away meanwhile
+            return False
+        return True

@@ -1,0 +1,134 @@
+"""The transactional outbox: events commit with their change, or not at all, in id order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from huddle.db.models import Event, EventCounter
+from huddle.events.envelope import Envelope
+from huddle.runtime import Runtime
+from tests.factories import Factory
+
+
+async def _events(runtime: Runtime, team_id: int) -> list[Event]:
+    async with runtime.db.read() as session:
+        return list(
+            await session.scalars(select(Event).where(Event.team_id == team_id).order_by(Event.id))
+        )
+
+
+def _listen(runtime: Runtime) -> list[Envelope]:
+    heard: list[Envelope] = []
+
+    async def handler(event: Envelope) -> None:
+        heard.append(event)
+
+    runtime.bus.subscribe(handler)
+    return heard
+
+
+async def test_a_failed_transaction_leaves_no_event(runtime: Runtime, factory: Factory) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    heard = _listen(runtime)
+    async with runtime.db.read() as session:
+        counter_before = await session.scalar(select(EventCounter.last_id))
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with runtime.db.unit() as unit:
+            await unit.emit(
+                "task_created", team_id=team["id"], actor_id=owner.id, body={"task": {}}
+            )
+            raise Boom
+    assert [e.type for e in await _events(runtime, team["id"])] == ["member_added"]
+    async with runtime.db.read() as session:
+        assert await session.scalar(select(EventCounter.last_id)) == counter_before
+    assert heard == []
+
+
+async def test_a_rejected_change_writes_no_event(runtime: Runtime, factory: Factory) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    response = await factory.client.post(
+        f"/api/teams/{team['id']}/tasks",
+        json={"title": "x", "assigneeId": 999_999},
+        headers=owner.headers,
+    )
+    assert response.status_code == 422
+    assert [e.type for e in await _events(runtime, team["id"])] == ["member_added"]
+
+
+async def test_each_commit_leaves_exactly_one_event_in_order(
+    runtime: Runtime, factory: Factory
+) -> None:
+    owner = await factory.user()
+    mate = await factory.user()
+    heard = _listen(runtime)
+    team = await factory.team(owner)
+    await factory.member(team["id"], owner, mate)
+    task = await factory.task(team["id"], owner)
+    await factory.client.patch(
+        f"/api/tasks/{task['id']}",
+        json={"status": "done", "assigneeId": mate.id},
+        headers=owner.headers,
+    )
+    await factory.client.delete(f"/api/tasks/{task['id']}", headers=owner.headers)
+    await factory.client.delete(f"/api/teams/{team['id']}/members/{mate.id}", headers=owner.headers)
+
+    rows = await _events(runtime, team["id"])
+    types = [
+        "member_added",
+        "member_added",
+        "task_created",
+        "task_updated",
+        "task_deleted",
+        "member_removed",
+    ]
+    assert [r.type for r in rows] == types
+    ids = [r.id for r in rows]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    updated = rows[3].payload
+    assert updated["eventId"] == rows[3].id and updated["teamId"] == team["id"]
+    assert sorted(updated["changes"]) == ["assigneeId", "status"]
+    assert updated["task"]["status"] == "done" and updated["actorId"] == owner.id
+    assert updated["timestamp"].endswith("Z")
+    assert rows[5].payload["userId"] == mate.id and rows[5].subject_user_id == mate.id
+    # The bus heard the same events, after commit, in the same order.
+    assert [(e.id, e.type) for e in heard if e.team_id == team["id"]] == [
+        (r.id, r.type) for r in rows
+    ]
+
+
+async def test_concurrent_writers_get_gapless_increasing_ids(
+    runtime: Runtime, factory: Factory
+) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    heard = _listen(runtime)
+    results = await asyncio.gather(*(factory.task(team["id"], owner) for _ in range(20)))
+    assert len(results) == 20
+    rows = [r for r in await _events(runtime, team["id"]) if r.type == "task_created"]
+    ids = [r.id for r in rows]
+    assert ids == list(range(ids[0], ids[0] + 20))
+    assert [e.id for e in heard if e.type == "task_created"] == ids
+
+
+async def test_retention_prunes_and_remembers_how_far(runtime: Runtime, factory: Factory) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    for _ in range(5):
+        await factory.task(team["id"], owner)
+    runtime.settings.event_retention_events = 2
+    dropped = await runtime.prune_events()
+    assert dropped >= 4
+    async with runtime.db.read() as session:
+        remaining = await session.scalar(select(func.count()).select_from(Event))
+        counter = (await session.execute(select(EventCounter))).scalar_one()
+    assert remaining == 2
+    assert counter.pruned_through == counter.last_id - 2
