@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
 
     database_url: str | None = None
+    # How SQLite statements run: inline on the event loop (fast; see
+    # db/sqlite_inline.py) or in aiosqlite's thread per connection.
+    sqlite_driver: Literal["inline", "thread"] = "inline"
     redis_url: str | None = None
     redis_prefix: str = "huddle"
     backend_url: str | None = Field(

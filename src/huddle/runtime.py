@@ -18,7 +18,7 @@ from huddle.config import Settings
 from huddle.db.session import create_engine, create_sessionmaker
 from huddle.events import outbox
 from huddle.events.bus import EventBus, InProcessBus, RedisBus
-from huddle.events.envelope import Envelope
+from huddle.events.envelope import SESSIONS_REVOKED, Envelope
 from huddle.logging import get_logger
 from huddle.security.passwords import Passwords
 from huddle.security.ratelimit import BucketStore, LoginLimiter, create_bucket_store
@@ -88,6 +88,12 @@ class Runtime:
             buckets=buckets,
             login_limiter=LoginLimiter(buckets, settings),
         )
+
+        async def forget_revoked(event: Envelope) -> None:
+            if event.type == SESSIONS_REVOKED and event.subject_user_id is not None:
+                runtime.auth.forget(event.subject_user_id)
+
+        bus.subscribe(forget_revoked)
         await bus.start()
         runtime.tasks_running.append(asyncio.create_task(runtime._prune_forever()))
         return runtime

@@ -16,7 +16,7 @@ from huddle.services.access import Actor
 _bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -36,14 +36,14 @@ async def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_actor(user: CurrentUser) -> Actor:
+async def get_actor(user: CurrentUser) -> Actor:
     return Actor.of(user)
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]
 
 
-def get_client_ip(request: Request, runtime: RuntimeDep) -> str:
+async def get_client_ip(request: Request, runtime: RuntimeDep) -> str:
     return client_ip(request.scope, runtime.settings.trusted_networks)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -21,5 +23,13 @@ def alembic_config(settings: Settings, url: str | None = None) -> Config:
 
 
 def upgrade(settings: Settings, url: str | None = None, revision: str = "head") -> None:
-    """Bring the database to `revision`. Blocking: call from a thread inside an event loop."""
-    command.upgrade(alembic_config(settings, url), revision)
+    """Bring the database to `revision`. Blocking; safe to call with an event loop running."""
+    config = alembic_config(settings, url)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(config, revision)
+        return
+    # Alembic's env runs its own event loop, which cannot nest inside a running one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(command.upgrade, config, revision).result()

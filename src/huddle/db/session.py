@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession  # re-export for
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from huddle.config import Settings
+from huddle.db import sqlite_inline
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
@@ -28,7 +29,10 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     url = url or settings.effective_database_url
     if url.startswith("sqlite"):
         settings.huddle_data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 5})
+        extra: dict[str, Any] = {}
+        if settings.sqlite_driver == "inline":
+            extra["module"] = sqlite_inline.dbapi()
+        engine = create_async_engine(url, connect_args={"timeout": 5}, **extra)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(

@@ -16,9 +16,7 @@ class Fanout:
     def __init__(self, sio: Any) -> None:
         self._sio = sio
 
-    async def room(
-        self, room: str, event: str, payload: Any, *, skip: Sequence[str] = ()
-    ) -> None:
+    async def room(self, room: str, event: str, payload: Any, *, skip: Sequence[str] = ()) -> None:
         """Emit to every socket of this instance in `room`, except the sids in `skip`."""
         await self._sio.emit(event, payload, to=room, skip_sid=list(skip) if skip else None)
 

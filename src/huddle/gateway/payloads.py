@@ -62,7 +62,7 @@ def _body(args: tuple[Any, ...], event: str) -> dict[str, Any]:
 
 
 def handshake(auth: object, authorization: str | None = None) -> Handshake:
-    """Read `auth` ({token, lastEventId}); an `Authorization: Bearer` header also carries a token."""
+    """Read `auth` ({token, lastEventId}); an `Authorization: Bearer` header may hold the token."""
     token: str | None = None
     last: int | None = None
     problems: list[str] = []

@@ -72,9 +72,12 @@ class EventRelay:
         if event.type == MEMBER_ADDED and event.subject_user_id is not None:
             arrived: list[SocketSession] = []
             for session in hub.sessions.of_user(event.subject_user_id):
-                if session.authenticated and not session.syncing:
-                    if await hub.join_team(session, event.team_id, announce=False):
-                        arrived.append(session)
+                if (
+                    session.authenticated
+                    and not session.syncing
+                    and await hub.join_team(session, event.team_id, announce=False)
+                ):
+                    arrived.append(session)
             await hub.fanout.room(room, event.type, event.payload, skip=skip)
             if arrived:
                 await hub.announce(event.team_id, event.subject_user_id, online=True)
@@ -141,9 +144,7 @@ class EventRelay:
         # The previous assignee, or every member, is unknown here: drop the
         # cache of every member connected to this instance.
         if event.team_id is not None:
-            users.update(
-                s.user_id for s in self._hub.sessions.in_team(event.team_id) if s.user_id
-            )
+            users.update(s.user_id for s in self._hub.sessions.in_team(event.team_id) if s.user_id)
         return users
 
     async def _control(self, event: Envelope) -> None:

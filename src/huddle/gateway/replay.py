@@ -60,25 +60,30 @@ async def synchronize(
     log_head: int | None = None
     try:
         if replay_after is not None and session.user_id is not None and session.token:
-            try:
-                replay = await source.replay(session.user_id, session.token, replay_after)
-            except AuthError:
-                raise
-            except Exception as exc:
-                # Without the log we cannot tell what was missed: the client reloads.
-                log.warning("replay_failed", sid=session.sid, error=type(exc).__name__)
-                resync = True
-            else:
-                log_head = replay.last_event_id
-                if replay.resync_required:
+            after = replay_after
+            while not session.closed:
+                try:
+                    page = await source.replay(session.user_id, session.token, after)
+                except AuthError:
+                    raise
+                except Exception as exc:
+                    # Without the log we cannot tell what was missed: the client reloads.
+                    log.warning("replay_failed", sid=session.sid, error=type(exc).__name__)
                     resync = True
-                else:
-                    for event in replay.events:
-                        if event.id is None or event.id <= replay_after:
-                            continue
-                        await hub.send(session, event.type, event.payload)
-                        replayed += 1
-                        sent = max(sent, event.id)
+                    break
+                log_head = page.last_event_id
+                if page.resync_required:
+                    resync = True
+                    break
+                for event in page.events:
+                    if event.id is None or event.id <= after:
+                        continue
+                    await hub.send(session, event.type, event.payload)
+                    replayed += 1
+                    sent = max(sent, event.id)
+                if not page.more or page.last_event_id is None or page.last_event_id <= after:
+                    break
+                after = page.last_event_id
             if resync:
                 await _resync(hub, session, max(floor, log_head or 0))
         while not session.closed:

@@ -1,12 +1,315 @@
-"""Placeholder until the gateway lands: serves the API alone."""
+"""The real-time gateway as an ASGI app: python-socketio's AsyncServer and its lifecycle.
+
+`mount_gateway(settings, role)`:
+- `serve`: Socket.IO at `/socket.io/`, everything else to the REST API. The
+  API's lifespan builds the Runtime; the gateway starts from it (same bus,
+  token service, rate-limit store, and the in-process user-data source).
+- `gateway`: no database. A small app answers `/healthz`, `/readyz` and
+  `/metrics`; its lifespan builds the bus (Redis when REDIS_URL is set), a
+  verify-only token service and the HTTP user-data source (BACKEND_URL).
+
+Shutdown (SIGTERM): the gateway first refuses new sockets and tells every open
+one `server_shutdown {retryAfter}` — each its own jittered delay — gives the
+messages a moment to leave, and only then lets uvicorn close the connections
+and run the lifespan shutdown.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+import socketio
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp
 
 from huddle.api.app import create_api
 from huddle.config import Settings
+from huddle.events import outbox
+from huddle.events.bus import EventBus, InProcessBus, RedisBus
+from huddle.events.envelope import Envelope
+from huddle.gateway.hub import Hub
+from huddle.gateway.namespace import GatewayNamespace
+from huddle.gateway.userdata import UserDataSource
+from huddle.logging import get_logger
+from huddle.runtime import Runtime
+from huddle.security.buckets import BucketStore
+from huddle.security.ratelimit import ConnectionLimiter, create_bucket_store
+from huddle.security.tokens import TokenService
+
+log = get_logger("huddle.gateway")
+
+SHUTDOWN_DRAIN = 1.0
+"""Seconds between `server_shutdown` and letting the server close the sockets."""
+
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 def mount_gateway(settings: Settings, role: str) -> ASGIApp:
-    return create_api(settings)
+    """The ASGI app of `huddle serve` (role "serve") or `huddle gateway` (role "gateway")."""
+    gateway = Gateway(settings)
+    if role == "serve":
+        other = _serve_api(settings, gateway)
+    elif role == "gateway":
+        other = _gateway_app(settings, gateway)
+    else:
+        raise ValueError(f"unknown role {role!r}")
+    app: ASGIApp = socketio.ASGIApp(gateway.sio, other_asgi_app=other)
+    return app
+
+
+def _cors(settings: Settings) -> Any:
+    """CORS_ORIGIN for Socket.IO, plus the page's own origin (the web client of `huddle serve`)."""
+    if "*" in settings.cors_origin:
+        return "*"
+    allowed = frozenset(settings.cors_origin)
+
+    def check(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin is None or origin in allowed:
+            return True
+        host = environ.get("HTTP_HOST")
+        return host is not None and origin in (f"http://{host}", f"https://{host}")
+
+    return check
+
+
+class Gateway:
+    """One process's gateway: the Socket.IO server and what runs behind it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins=_cors(settings),
+            max_http_buffer_size=settings.max_payload,
+            always_connect=True,  # accept, then say what is wrong (SPEC §4.1)
+            logger=False,
+            engineio_logger=False,
+        )
+        self.hub = Hub(self.sio, settings)
+        self.namespace: GatewayNamespace | None = None
+        self.source: UserDataSource | None = None
+        self._previous_sigterm: SignalHandler = None
+        self._sigterm_installed = False
+
+    async def start(
+        self,
+        *,
+        bus: EventBus,
+        tokens: TokenService,
+        source: UserDataSource,
+        buckets: BucketStore,
+        head: int | None,
+    ) -> None:
+        self.source = source
+        await source.start()
+        namespace = GatewayNamespace(
+            self.hub,
+            self.settings,
+            tokens=tokens,
+            source=source,
+            limiter=ConnectionLimiter(buckets, self.settings),
+        )
+        namespace.relay.head = head
+        namespace.register(self.sio)
+        bus.subscribe(namespace.relay.handle)
+        self.namespace = namespace
+        self._install_sigterm()
+        log.info("gateway_started", last_event_id=head)
+
+    async def stop(self) -> None:
+        self._restore_sigterm()
+        if self.namespace is not None:
+            self.namespace.relay.active = False
+            self.namespace.shutting_down = True
+        for session in self.hub.sessions:
+            session.cancel_all()
+        await self.hub.cancel_tasks()
+        if self.source is not None:
+            await self.source.stop()
+        await self.sio.shutdown()
+
+    async def announce_shutdown(self) -> None:
+        """`server_shutdown` to every socket, then a moment for it to leave."""
+        if self.namespace is None:
+            return
+        told = await self.namespace.announce_shutdown()
+        log.info("gateway_shutting_down", sockets=told)
+        if told:
+            await asyncio.sleep(SHUTDOWN_DRAIN)
+
+    # SIGTERM: uvicorn closes every WebSocket as soon as it handles the signal,
+    # so the announcement has to happen first. Its handler runs afterwards.
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # an embedded server (tests): signals are the host's business
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            signal.signal(signal.SIGTERM, previous)  # a second SIGTERM goes straight through
+            loop.call_soon_threadsafe(
+                lambda: self.hub.spawn(self._shutdown_then(previous, signum, frame), "shutdown")
+            )
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        self._previous_sigterm = previous
+        self._sigterm_installed = True
+
+    def _restore_sigterm(self) -> None:
+        if self._sigterm_installed and threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._sigterm_installed = False
+
+    async def _shutdown_then(
+        self, previous: SignalHandler, signum: int, frame: FrameType | None
+    ) -> None:
+        try:
+            await self.announce_shutdown()
+        finally:
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                signal.raise_signal(signum)
+
+
+# --- huddle serve -------------------------------------------------------------
+
+
+def _serve_api(settings: Settings, gateway: Gateway) -> FastAPI:
+    async def start(runtime: Runtime) -> None:
+        from huddle.gateway.sources import create_source
+
+        await gateway.start(
+            bus=runtime.bus,
+            tokens=runtime.tokens,
+            source=create_source(settings, runtime),
+            buckets=runtime.buckets,
+            head=await _log_head(runtime),
+        )
+
+    async def stop(runtime: Runtime) -> None:
+        await gateway.stop()
+
+    return create_api(settings, on_start=[start], on_stop=[stop])
+
+
+async def _log_head(runtime: Runtime) -> int | None:
+    """The newest event id in the log: the bus delivers only events after it."""
+    try:
+        async with runtime.db.read() as session:
+            return await outbox.last_event_id(session)
+    except Exception as exc:
+        log.warning("event_log_head_unavailable", error=type(exc).__name__)
+        return None
+
+
+# --- huddle gateway -----------------------------------------------------------
+
+
+def _gateway_app(settings: Settings, gateway: Gateway) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from huddle.gateway.sources import create_source
+
+        head = await _stream_head(settings)
+        bus: EventBus
+        if settings.redis_url:
+            bus = RedisBus(settings.redis_url, prefix=settings.redis_prefix, last_id=head)
+        else:
+            bus = InProcessBus(last_id=head)
+        buckets = create_bucket_store(settings)
+        probe = httpx.AsyncClient(timeout=settings.backend_timeout)
+        app.state.bus = bus
+        app.state.probe = probe
+        await bus.start()
+        try:
+            await gateway.start(
+                bus=bus,
+                tokens=TokenService(settings, can_sign=False),
+                source=create_source(settings, None),
+                buckets=buckets,
+                head=head,
+            )
+            yield
+        finally:
+            await gateway.stop()
+            await bus.stop()
+            await buckets.aclose()
+            await probe.aclose()
+
+    app = FastAPI(title="Huddle gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """200 when Redis (if configured) and the backend answer; 503 naming what is down."""
+        checks: dict[str, str] = {}
+        if settings.redis_url:
+            checks["redis"] = "ok" if request.app.state.bus.healthy else "down"
+        checks["backend"] = await _backend_state(request.app.state.probe, settings.backend_url)
+        down = sorted(name for name, state in checks.items() if state != "ok")
+        if down:
+            body = {
+                "status": "unavailable",
+                "checks": checks,
+                "error": {
+                    "code": "NOT_READY",
+                    "message": f"Unavailable: {', '.join(down)}.",
+                    "details": {"down": down},
+                },
+            }
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ok", "checks": checks})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _backend_state(probe: httpx.AsyncClient, backend_url: str | None) -> str:
+    if not backend_url:
+        return "down"
+    try:
+        response = await probe.get(backend_url.rstrip("/") + "/healthz")
+    except httpx.HTTPError:
+        return "down"
+    return "ok" if response.status_code == 200 else "down"
+
+
+async def _stream_head(settings: Settings) -> int | None:
+    """The newest event id on the Redis stream, so `lastEventId` is right from the start."""
+    if not settings.redis_url:
+        return None
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        # The stream RedisBus writes to (huddle.events.bus).
+        entries: Any = await client.xrevrange(f"{settings.redis_prefix}:events", count=1)
+        for _entry_id, fields in entries or []:
+            raw = fields.get(b"e") or fields.get("e")
+            if raw is not None:
+                return Envelope.from_json(raw).id
+    except (RedisError, OSError, ValueError, KeyError) as exc:
+        log.warning("event_stream_head_unavailable", error=type(exc).__name__)
+    finally:
+        await client.aclose()
+    return None

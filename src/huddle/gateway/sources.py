@@ -99,9 +99,7 @@ class InProcessSource:
             return fallback(user_id)
         self._watch.succeeded()
         user_wire = wire(UserOut.model_validate(user))
-        return UserData(
-            user_wire, [wire(view.out()) for view in teams], [wire(task) for task in tasks]
-        )
+        return UserData(user_wire, [wire(team) for team in teams], [wire(task) for task in tasks])
 
     async def rotate(self, refresh_token: str) -> RefreshedTokens:
         # No timeout here: cancelling a redemption half way could spend the

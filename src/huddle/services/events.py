@@ -111,7 +111,7 @@ class EventService:
                 rows = list(
                     await session.scalars(
                         select(Event)
-                        .where(Event.id > after, Event.id <= head, Event.team_id.in_(member))
+                        .where(Event.id > after, Event.id <= head, Event.team_id.in_(list(member)))
                         .order_by(Event.id)
                         .limit(limit + 1)
                     )

@@ -84,23 +84,34 @@ class TeamService:
 
     async def teams_of(
         self, user_id: int, *, cursor: str | None = None, limit: int = 50
-    ) -> tuple[list[TeamView], str | None]:
-        """The teams a user belongs to, with their role, by team id."""
+    ) -> tuple[list[TeamOut], str | None]:
+        """The teams a user belongs to, with their role, by team id.
+
+        Selects columns rather than ORM objects: this is the gateway's hottest
+        query (every authentication) and ORM identity bookkeeping doubled its cost.
+        """
         after = decode_cursor(cursor)
         async with self._db.read() as session:
             rows = (
                 await session.execute(
-                    select(Team, Membership.role)
+                    select(Team.id, Team.name, Team.description, Team.created_at, Membership.role)
                     .join(Membership, Membership.team_id == Team.id)
                     .where(Membership.user_id == user_id, Team.id > after)
                     .order_by(Team.id)
                     .limit(limit + 1)
                 )
             ).all()
-        views = [TeamView(team, role) for team, role in rows]
-        if len(views) > limit:
-            return views[:limit], encode_cursor(views[limit - 1].team.id)
-        return views, None
+        teams = [
+            TeamOut(
+                id=r.id,
+                name=r.name,
+                description=r.description,
+                created_at=r.created_at,
+                role=r.role,
+            )
+            for r in rows[:limit]
+        ]
+        return teams, encode_cursor(teams[-1].id) if len(rows) > limit else None
 
     async def get(self, actor: Actor, team_id: int) -> TeamView:
         async with self._db.read() as session:

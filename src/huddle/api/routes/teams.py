@@ -25,8 +25,8 @@ async def create_team(body: TeamIn, actor: CurrentActor, runtime: RuntimeDep) ->
 async def my_teams(
     actor: CurrentActor, runtime: RuntimeDep, cursor: Cursor = None, limit: Limit = 50
 ) -> Page[TeamOut]:
-    views, next_cursor = await runtime.teams.teams_of(actor.id, cursor=cursor, limit=limit)
-    return Page[TeamOut](items=[v.out() for v in views], nextCursor=next_cursor)
+    teams, next_cursor = await runtime.teams.teams_of(actor.id, cursor=cursor, limit=limit)
+    return Page[TeamOut](items=teams, nextCursor=next_cursor)
 
 
 @router.get("/{teamId}", response_model=TeamOut)

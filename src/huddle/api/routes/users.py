@@ -32,8 +32,8 @@ async def user_teams(
     require_self_or_admin(actor, userId)
     if userId != actor.id and not await runtime.users.exists(userId):
         raise NotFound("User not found.")
-    views, next_cursor = await runtime.teams.teams_of(userId, cursor=cursor, limit=limit)
-    return Page[TeamOut](items=[v.out() for v in views], nextCursor=next_cursor)
+    teams, next_cursor = await runtime.teams.teams_of(userId, cursor=cursor, limit=limit)
+    return Page[TeamOut](items=teams, nextCursor=next_cursor)
 
 
 @router.get("/{userId}/tasks", response_model=Page[TaskOut])

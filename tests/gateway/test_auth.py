@@ -1,0 +1,241 @@
+"""SPEC §4.1: every row of the authentication table, over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+
+from tests.factories import Factory
+from tests.gateway.conftest import ProbeMaker
+from tests.gateway.live import SECRET, LiveServer, mint_token
+
+EXPIRED_MESSAGE = "Token has expired. Please refresh your session or log in again."
+
+
+async def test_handshake_token_authenticates_with_the_users_data(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    task = await factory.task(team["id"], owner, assigneeId=owner.id)
+    other = await factory.task(team["id"], owner)  # not assigned: not in `tasks`
+
+    probe = await connect({"token": owner.access_token})
+    body = await probe.next("authenticated")
+
+    assert set(body) == {
+        "success",
+        "user",
+        "teams",
+        "tasks",
+        "timestamp",
+        "expiresAt",
+        "lastEventId",
+        "degraded",
+    }
+    assert body["success"] is True
+    assert body["degraded"] is False
+    assert body["user"]["id"] == owner.id
+    assert [t["id"] for t in body["teams"]] == [team["id"]]
+    assert [t["id"] for t in body["tasks"]] == [task["id"]]
+    assert other["id"] not in [t["id"] for t in body["tasks"]]
+    assert body["timestamp"].endswith("Z") and len(body["timestamp"]) == 24
+    expires = jwt.decode(owner.access_token, options={"verify_signature": False})["exp"]
+    assert body["expiresAt"] == time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(expires))
+    assert isinstance(body["lastEventId"], int) and body["lastEventId"] >= other["id"] - 100
+
+
+async def test_authenticate_event_answers_through_the_ack_too(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    user = await factory.user()
+    probe = await connect()
+    ack = await probe.call("authenticate", {"token": user.access_token})
+    assert ack["ok"] is True
+    assert ack["data"]["success"] is True
+    assert ack["data"]["user"]["id"] == user.id
+    assert (await probe.next("authenticated"))["user"]["id"] == user.id
+
+
+async def test_no_token_within_auth_timeout_is_told_to_log_in_then_disconnected(
+    connect: ProbeMaker,
+) -> None:
+    probe = await connect()
+    error = await probe.next("authentication_error", timeout=5)
+    assert error["code"] == "TOKEN_MISSING"
+    assert error["action"] == "LOGIN"
+    assert isinstance(error["message"], str) and error["message"]
+    await probe.gone()
+
+
+async def test_events_before_authenticating_answer_token_missing(connect: ProbeMaker) -> None:
+    probe = await connect()
+    ack = await probe.call("team_presence", {"teamId": 1})
+    assert ack == {
+        "ok": False,
+        "error": {"code": "TOKEN_MISSING", "message": ack["error"]["message"]},
+    }
+    assert (await probe.next("error"))["code"] == "TOKEN_MISSING"
+    assert probe.client.connected
+
+
+async def test_expired_handshake_token_gets_the_exact_error_and_a_grace_period(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    user = await factory.user()
+    probe = await connect({"token": mint_token(user.id, ttl=-30)})
+    error = await probe.next("authentication_error")
+    assert error == {
+        "message": EXPIRED_MESSAGE,
+        "code": "TOKEN_EXPIRED",
+        "action": "REFRESH_TOKEN",
+        "retryAfter": 2000,
+    }
+    await asyncio.sleep(0.5)
+    assert probe.client.connected  # kept open for AUTH_GRACE
+    await probe.gone(timeout=5)  # and closed after it
+
+
+async def test_a_valid_token_during_the_grace_period_authenticates(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    user = await factory.user()
+    probe = await connect({"token": mint_token(user.id, ttl=-30)})
+    await probe.next("authentication_error")
+    ack = await probe.call("authenticate", {"token": user.access_token})
+    assert ack["ok"] is True
+    await asyncio.sleep(1.7)  # past AUTH_GRACE: the grace timer was cancelled
+    assert probe.client.connected
+
+
+def _forged(user_id: int, **changes: object) -> str:
+    now = int(time.time())
+    claims = {"sub": str(user_id), "type": "access", "iat": now, "exp": now + 600}
+    claims.update(changes)
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+INVALID_TOKENS = {
+    "bad signature": lambda uid: jwt.encode(
+        {"sub": str(uid), "type": "access", "iat": int(time.time()), "exp": 2**31},
+        "another-secret-that-is-long-enough-0123456789",
+        algorithm="HS256",
+    ),
+    "malformed": lambda uid: "not.a.jwt",
+    "garbage": lambda uid: "x" * 300,
+    "alg none": lambda uid: jwt.encode(
+        {"sub": str(uid), "type": "access", "iat": int(time.time()), "exp": 2**31},
+        None,
+        algorithm="none",
+    ),
+    "wrong algorithm": lambda uid: jwt.encode(
+        {"sub": str(uid), "type": "access", "iat": int(time.time()), "exp": 2**31},
+        SECRET,
+        algorithm="HS384",
+    ),
+    "refresh token": lambda uid: _forged(uid, type="refresh", fam=str(uuid.uuid4())),
+    "unknown user": lambda uid: _forged(10_000_000),
+    "no sub": lambda uid: jwt.encode(
+        {"type": "access", "iat": int(time.time()), "exp": 2**31}, SECRET, algorithm="HS256"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INVALID_TOKENS))
+async def test_invalid_tokens_are_told_to_log_in_and_disconnected(
+    connect: ProbeMaker, factory: Factory, kind: str
+) -> None:
+    user = await factory.user()
+    probe = await connect({"token": INVALID_TOKENS[kind](user.id)})
+    error = await probe.next("authentication_error")
+    assert error["code"] == "TOKEN_INVALID", kind
+    assert error["action"] == "LOGIN"
+    assert "retryAfter" not in error
+    await probe.gone()
+
+
+async def test_invalid_token_via_authenticate_answers_the_ack_before_disconnecting(
+    connect: ProbeMaker,
+) -> None:
+    probe = await connect()
+    ack = await probe.call("authenticate", {"token": "not.a.jwt"})
+    assert ack["ok"] is False
+    assert ack["error"]["code"] == "TOKEN_INVALID"
+    assert (await probe.next("authentication_error"))["code"] == "TOKEN_INVALID"
+    await probe.gone()
+
+
+async def test_revoked_token_is_refused(
+    connect: ProbeMaker, factory: Factory, api: httpx.AsyncClient
+) -> None:
+    user = await factory.user()
+    old = user.access_token
+    await asyncio.sleep(0.01)
+    response = await api.post("/api/auth/logout-all", headers=user.headers)
+    assert response.status_code == 204
+    probe = await connect({"token": old})
+    error = await probe.next("authentication_error")
+    assert (error["code"], error["action"]) == ("TOKEN_REVOKED", "LOGIN")
+    await probe.gone()
+
+
+async def test_logout_everywhere_disconnects_open_sockets_within_a_second(
+    connect: ProbeMaker, factory: Factory, api: httpx.AsyncClient
+) -> None:
+    user = await factory.user()
+    bystander = await factory.user()
+    sockets = [await connect({"token": user.access_token}) for _ in range(2)]
+    other = await connect({"token": bystander.access_token})
+    for probe in [*sockets, other]:
+        await probe.next("authenticated")
+
+    started = time.monotonic()
+    response = await api.post("/api/auth/logout-all", headers=user.headers)
+    assert response.status_code == 204
+    for probe in sockets:
+        error = await probe.next("authentication_error", timeout=1)
+        assert (error["code"], error["action"]) == ("TOKEN_REVOKED", "LOGIN")
+        await probe.gone(timeout=1)
+    assert time.monotonic() - started < 1.0
+    assert other.client.connected
+    assert other.all("authentication_error") == []
+
+
+async def test_a_token_issued_after_logout_everywhere_still_works(
+    connect: ProbeMaker, factory: Factory, api: httpx.AsyncClient
+) -> None:
+    user = await factory.user()
+    await api.post("/api/auth/logout-all", headers=user.headers)
+    fresh = await factory.login(user.email)
+    probe = await connect({"token": fresh["access_token"]})
+    assert (await probe.next("authenticated"))["user"]["id"] == user.id
+
+
+async def test_connection_limit_counts_only_authenticated_sockets(
+    connect: ProbeMaker, factory: Factory, live: LiveServer
+) -> None:
+    user = await factory.user()
+    limit = int(live.env["MAX_CONNECTIONS_PER_USER"])
+    # Sockets waiting to authenticate or in their expiry grace do not count.
+    waiting = await connect()
+    expired = await connect({"token": mint_token(user.id, ttl=-30)})
+    await expired.next("authentication_error")
+    sockets = [await connect({"token": user.access_token}) for _ in range(limit)]
+    for probe in sockets:
+        await probe.next("authenticated")
+
+    extra = await connect({"token": user.access_token})
+    error = await extra.next("authentication_error")
+    assert (error["code"], error["action"]) == ("CONNECTION_LIMIT", "RETRY")
+    await extra.gone()
+    assert waiting.client.connected and expired.client.connected
+
+    await sockets[0].close()
+    await asyncio.sleep(0.2)
+    again = await connect({"token": user.access_token})
+    await again.next("authenticated")

@@ -1,0 +1,156 @@
+"""SPEC §5 on the socket: connection buckets per client IP, expired-token bucket, event rate.
+
+One server with the default limits. Each test connects from its own loopback
+address (127.0.0.x), so each has buckets of its own: the client IP is the TCP
+peer, never a header from an untrusted peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.factories import Factory, TestUser
+from tests.gateway.live import LiveServer, SocketProbe, mint_token
+
+TRUSTED_PROXY = "127.0.0.50"
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    env = {"TRUSTED_PROXIES": f"{TRUSTED_PROXY}/32", "LOG_LEVEL": "debug", "JWT_LEEWAY": "0"}
+    with LiveServer(tmp_path_factory.mktemp("strict"), env=env) as server:
+        yield server
+
+
+@pytest.fixture
+async def user(strict: LiveServer) -> TestUser:
+    async with httpx.AsyncClient(base_url=strict.url) as client:
+        return await Factory(client).user()
+
+
+class Crowd:
+    """Many short connection attempts from one address; closes them all at the end."""
+
+    def __init__(self, url: str, source_ip: str) -> None:
+        self.url = url
+        self.source_ip = source_ip
+        self.probes: list[SocketProbe] = []
+
+    async def attempt(
+        self, auth: dict[str, object], headers: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, object]]:
+        """Connect; the first of `authenticated`/`authentication_error` and its payload."""
+        probe = SocketProbe(self.url, source_ip=self.source_ip)
+        self.probes.append(probe)
+        await probe.connect(auth, headers=headers)
+        name, data = await probe.first("authenticated", "authentication_error")
+        return name, data
+
+    async def close(self) -> None:
+        await asyncio.gather(*(probe.close() for probe in self.probes))
+
+
+@pytest.fixture
+async def crowd(strict: LiveServer) -> AsyncIterator[Crowd]:
+    crowds: list[Crowd] = []
+
+    def make(source_ip: str) -> Crowd:
+        crowds.append(Crowd(strict.url, source_ip))
+        return crowds[-1]
+
+    yield make  # type: ignore[misc]
+    for c in crowds:
+        await c.close()
+
+
+async def test_localhost_gets_a_burst_of_20_then_rate_limited_with_retry_after(
+    crowd: Crowd, user: TestUser
+) -> None:
+    attempts = crowd("127.0.0.21")  # type: ignore[operator]
+    spoof = {"X-Forwarded-For": "198.51.100.1"}  # untrusted peer: ignored
+    for n in range(20):
+        name, _ = await attempts.attempt({"token": user.access_token}, spoof)
+        assert name == "authenticated", n
+    name, error = await attempts.attempt({"token": user.access_token}, spoof)
+    assert name == "authentication_error"
+    assert (error["code"], error["action"]) == ("RATE_LIMITED", "RETRY")
+    retry_after = error["retryAfter"]
+    assert isinstance(retry_after, int) and 0 < retry_after <= 500
+    await attempts.probes[-1].gone()
+
+    await asyncio.sleep(retry_after / 1000 + 0.05)  # the bucket refills
+    name, _ = await attempts.attempt({"token": user.access_token})
+    assert name == "authenticated"
+
+
+async def test_expired_token_storms_have_their_own_bucket(crowd: Crowd, user: TestUser) -> None:
+    attempts = crowd("127.0.0.22")  # type: ignore[operator]
+    expired = mint_token(user.id, ttl=-30)
+    answers = [(await attempts.attempt({"token": expired}))[1]["code"] for _ in range(55)]
+    assert answers[:50] == ["TOKEN_EXPIRED"] * 50
+    assert "RATE_LIMITED" in answers[50:]
+    await attempts.close()
+    # The storm left the normal bucket whole: the full localhost burst is there.
+    for n in range(20):
+        name, _ = await attempts.attempt({"token": user.access_token})
+        assert name == "authenticated", n
+
+
+async def test_a_forwarded_client_behind_a_trusted_proxy_gets_the_production_limit(
+    crowd: Crowd, user: TestUser
+) -> None:
+    attempts = crowd(TRUSTED_PROXY)  # type: ignore[operator]
+    forwarded = {"X-Forwarded-For": "198.51.100.77"}
+    for n in range(10):
+        name, _ = await attempts.attempt({"token": user.access_token}, forwarded)
+        assert name == "authenticated", n
+    name, error = await attempts.attempt({"token": user.access_token}, forwarded)
+    assert error["code"] == "RATE_LIMITED"
+    assert 0 < int(str(error["retryAfter"])) <= 2000
+    # Another client behind the same proxy has its own bucket.
+    other = {"X-Forwarded-For": "198.51.100.78"}
+    name, _ = await attempts.attempt({"token": user.access_token}, other)
+    assert name == "authenticated"
+
+
+async def test_a_socket_sending_too_fast_is_answered_then_disconnected_if_it_keeps_on(
+    strict: LiveServer, user: TestUser
+) -> None:
+    probe = SocketProbe(strict.url, source_ip="127.0.0.23")
+    try:
+        await probe.connect({"token": user.access_token})
+        await probe.next("authenticated")
+        acks = await asyncio.gather(
+            *(probe.call("resume", {"lastEventId": 0}) for _ in range(60))
+        )
+        limited = [a for a in acks if not a["ok"]]
+        assert 0 < len(limited) <= 15  # a burst of 50 passes
+        assert all(a["error"]["code"] == "RATE_LIMITED" for a in limited)
+        assert all(a["error"]["retryAfter"] > 0 for a in limited)
+        assert probe.client.connected
+        for _ in range(100):  # and keeps flooding after being told
+            await probe.emit("resume", {"lastEventId": 0})
+        error = await probe.next("authentication_error")
+        assert (error["code"], error["action"]) == ("RATE_LIMITED", "RETRY")
+        await probe.gone()
+    finally:
+        await probe.close()
+
+
+async def test_the_server_log_never_holds_a_token(strict: LiveServer, user: TestUser) -> None:
+    probe = SocketProbe(strict.url, source_ip="127.0.0.24")
+    try:
+        await probe.connect({"token": user.access_token})
+        await probe.next("authenticated")
+        await probe.call("refresh_token", {"refreshToken": user.refresh_token})
+        refreshed = await probe.next("token_refreshed")
+    finally:
+        await probe.close()
+    log = strict.log_text(tail=None)
+    assert "socket_authenticated" in log  # debug logging was on
+    for secret in (user.access_token, user.refresh_token, refreshed["refreshToken"]):
+        assert secret not in log

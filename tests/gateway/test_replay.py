@@ -1,0 +1,155 @@
+"""SPEC §4.4: reconnect with `lastEventId` (handshake or `resume`), replay, resync."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from huddle.db.session import create_engine, create_sessionmaker
+from huddle.events import outbox
+from tests.factories import Factory
+from tests.gateway.conftest import FAST_TIMINGS, NO_PRACTICAL_LIMITS, ProbeMaker
+from tests.gateway.live import LiveServer, SocketProbe
+
+
+async def test_reconnect_with_last_event_id_replays_in_order_then_sync_complete(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    owner, member = await factory.user(), await factory.user()
+    team = await factory.team(owner)
+    await factory.member(team["id"], owner, member)
+    first = await connect({"token": member.access_token})
+    cursor = (await first.next("authenticated"))["lastEventId"]
+    await first.close()
+
+    missed = [await factory.task(team["id"], owner, title=f"while away {n}") for n in range(3)]
+    probe = await connect({"token": member.access_token, "lastEventId": cursor})
+
+    await probe.next("authenticated")
+    replayed = [await probe.next("task_created") for _ in missed]
+    assert [e["task"]["id"] for e in replayed] == [t["id"] for t in missed]
+    done = await probe.next("sync_complete")
+    assert done == {"lastEventId": replayed[-1]["eventId"]}
+    assert probe.names.index("authenticated") < probe.names.index("task_created")
+
+
+async def test_resume_on_an_open_socket_replays_after_the_given_event(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    probe = await connect({"token": owner.access_token})
+    await probe.next("authenticated")
+    tasks = [await factory.task(team["id"], owner) for _ in range(3)]
+    live = [await probe.next("task_created") for _ in tasks]
+
+    ack = await probe.call("resume", {"lastEventId": live[0]["eventId"]})
+
+    assert ack["ok"] is True
+    assert ack["data"]["lastEventId"] == live[-1]["eventId"]
+    assert ack["data"]["replayed"] == 2
+    assert ack["data"]["resyncRequired"] is False
+    again = [await probe.next("task_created") for _ in range(2)]
+    assert [e["eventId"] for e in again] == [e["eventId"] for e in live[1:]]
+    assert await probe.next("sync_complete") == {"lastEventId": live[-1]["eventId"]}
+
+
+async def test_resume_with_nothing_missed_completes_at_once(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    owner = await factory.user()
+    probe = await connect({"token": owner.access_token})
+    head = (await probe.next("authenticated"))["lastEventId"]
+    ack = await probe.call("resume", {"lastEventId": head})
+    assert ack["data"]["replayed"] == 0
+    assert (await probe.next("sync_complete"))["lastEventId"] == head
+
+
+async def test_events_during_a_reconnect_arrive_once_each_and_in_order(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    """The race between replay and live events: nothing lost, nothing doubled."""
+    owner, member = await factory.user(), await factory.user()
+    team = await factory.team(owner)
+    await factory.member(team["id"], owner, member)
+    first = await connect({"token": member.access_token})
+    cursor = (await first.next("authenticated"))["lastEventId"]
+    await first.close()
+    before = [await factory.task(team["id"], owner) for _ in range(5)]
+
+    async def write_more() -> list[dict[str, object]]:
+        return [await factory.task(team["id"], owner) for _ in range(10)]
+
+    writer = asyncio.create_task(write_more())
+    probe = await connect({"token": member.access_token, "lastEventId": cursor})
+    after = await writer
+    expected = {task["id"] for task in before + after}
+    received: list[dict[str, object]] = []
+    while {e["task"]["id"] for e in received} != expected:  # type: ignore[index]
+        received.append(await probe.next("task_created"))
+    await asyncio.sleep(0.2)
+    events = probe.all("task_created")
+    ids = [e["eventId"] for e in events]
+    assert ids == sorted(set(ids)), "each event once, in order"
+
+
+@pytest.fixture(scope="module")
+def short_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server whose event log keeps only the newest 2 events."""
+    env = {**FAST_TIMINGS, **NO_PRACTICAL_LIMITS, "EVENT_RETENTION_EVENTS": "2"}
+    with LiveServer(tmp_path_factory.mktemp("short-log"), env=env) as server:
+        yield server
+
+
+async def _prune(server: LiveServer) -> int:
+    """One pass of the retention pruning the server runs in the background."""
+    settings = server.settings()
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await outbox.prune(
+                session,
+                keep_events=settings.event_retention_events,
+                keep_for=timedelta(hours=settings.event_retention_hours),
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_a_point_older_than_the_log_keeps_requires_a_resync(
+    short_log: LiveServer, tmp_path: Path
+) -> None:
+    async with httpx.AsyncClient(base_url=short_log.url) as client:
+        factory = Factory(client)
+        owner = await factory.user()
+        team = await factory.team(owner)
+        first = SocketProbe(short_log.url)
+        await first.connect({"token": owner.access_token})
+        cursor = (await first.next("authenticated"))["lastEventId"]
+        await first.close()
+        for _ in range(4):
+            await factory.task(team["id"], owner)
+        assert await _prune(short_log) > 0
+
+        probe = SocketProbe(short_log.url)
+        try:
+            await probe.connect({"token": owner.access_token, "lastEventId": cursor})
+            await probe.next("authenticated")
+            resync = await probe.next("resync_required")
+            assert isinstance(resync["lastEventId"], int) and resync["lastEventId"] > cursor
+            assert probe.all("task_created") == []
+            assert probe.all("sync_complete") == []
+
+            ack = await probe.call("resume", {"lastEventId": cursor})
+            assert ack["ok"] is True and ack["data"]["resyncRequired"] is True
+            await probe.next("resync_required")
+            # Still live afterwards.
+            task = await factory.task(team["id"], owner)
+            assert (await probe.next("task_created"))["task"]["id"] == task["id"]
+        finally:
+            await probe.close()

@@ -1,0 +1,201 @@
+"""InProcessSource against a real Runtime on SQLite, and `create_source`'s choice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from huddle.config import Settings
+from huddle.db.migrate import upgrade
+from huddle.errors import (
+    BackendUnavailable,
+    BadRequest,
+    ConfigError,
+    RefreshTokenReused,
+    TokenExpired,
+    TokenInvalid,
+    TokenRevoked,
+)
+from huddle.events import outbox
+from huddle.gateway.backend import HttpSource
+from huddle.gateway.sources import InProcessSource, create_source
+from huddle.runtime import Runtime
+from huddle.services.access import Actor
+from tests.gateway.backend_api import SECRET, settings_for
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    settings = settings_for(tmp_path, event_retention_events=2)
+    await asyncio.to_thread(upgrade, settings)
+    rt = await Runtime.start(settings)
+    yield rt
+    await rt.stop()
+
+
+@pytest.fixture
+async def source(runtime: Runtime) -> AsyncIterator[InProcessSource]:
+    src = InProcessSource(runtime, probe_interval=0.05)
+    await src.start()
+    yield src
+    await src.stop()
+
+
+async def new_user(runtime: Runtime, name: str) -> Actor:
+    user = await runtime.auth.register(f"{name}-{time.time_ns()}@example.com", PASSWORD, name)
+    return Actor(user.id)
+
+
+def token(runtime: Runtime, actor: Actor) -> str:
+    return runtime.tokens.issue_access(actor.id).token
+
+
+async def head(runtime: Runtime) -> int:
+    async with runtime.db.read() as session:
+        return await outbox.last_event_id(session)
+
+
+async def test_fetch_returns_profile_every_team_with_role_and_assigned_tasks(
+    runtime: Runtime, source: InProcessSource
+) -> None:
+    ada, bob = await new_user(runtime, "ada"), await new_user(runtime, "bob")
+    mine = [(await runtime.teams.create(ada, f"Team {i}", "")).team.id for i in range(3)]
+    bobs = (await runtime.teams.create(bob, "Bob's", "")).team.id
+    await runtime.teams.add_member(bob, bobs, ada.id, "admin")
+    assigned = await runtime.tasks.create(ada, mine[0], {"title": "a", "assignee_id": ada.id})
+    await runtime.tasks.create(ada, mine[1], {"title": "unassigned"})
+    theirs = await runtime.tasks.create(bob, bobs, {"title": "b", "assignee_id": ada.id})
+    await runtime.tasks.create(bob, bobs, {"title": "bob's own", "assignee_id": bob.id})
+
+    data = await source.fetch(ada.id, token(runtime, ada))
+    assert data.degraded is False
+    assert data.user["id"] == ada.id and data.user["name"] == "ada"
+    assert set(data.user) == {"id", "email", "name", "isAdmin", "createdAt"}
+    assert [(t["id"], t["role"]) for t in data.teams] == [
+        *[(team_id, "owner") for team_id in mine],
+        (bobs, "admin"),
+    ]
+    assert [t["id"] for t in data.tasks] == [assigned.id, theirs.id]
+    assert data.tasks[0]["teamId"] == mine[0]
+
+
+async def test_fetch_raises_auth_errors_for_bad_tokens(
+    runtime: Runtime, source: InProcessSource
+) -> None:
+    ada, bob = await new_user(runtime, "ada"), await new_user(runtime, "bob")
+    with pytest.raises(TokenInvalid):  # someone else's token
+        await source.fetch(ada.id, token(runtime, bob))
+    expired = jwt.encode(
+        {"sub": str(ada.id), "type": "access", "iat": time.time() - 999, "exp": time.time() - 99},
+        SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(TokenExpired):
+        await source.fetch(ada.id, expired)
+    old = token(runtime, ada)
+    await asyncio.sleep(0.002)
+    await runtime.auth.logout_all(ada.id)
+    with pytest.raises(TokenRevoked):
+        await source.fetch(ada.id, old)
+
+
+async def test_rotate_redeems_a_refresh_token_once(
+    runtime: Runtime, source: InProcessSource
+) -> None:
+    email = f"ada-{time.time_ns()}@example.com"
+    ada = await runtime.auth.register(email, PASSWORD, "ada")
+    session = await runtime.auth.login(email, PASSWORD)
+    pair = await source.rotate(session.refresh_token)
+    assert pair.refresh_token != session.refresh_token
+    assert pair.expires_in == runtime.settings.jwt_access_ttl
+    assert (await source.fetch(ada.id, pair.access_token)).user["id"] == ada.id
+    with pytest.raises(RefreshTokenReused):
+        await source.rotate(session.refresh_token)
+
+
+async def test_replay_in_order_then_resync_once_pruned(
+    runtime: Runtime, source: InProcessSource
+) -> None:
+    ada = await new_user(runtime, "ada")
+    start = await head(runtime)
+    team = (await runtime.teams.create(ada, "T", "")).team.id
+    task = await runtime.tasks.create(ada, team, {"title": "a"})
+    await runtime.tasks.update(ada, task.id, {"title": "b"}, None)
+    await runtime.tasks.delete(ada, task.id)
+
+    replay = await source.replay(ada.id, "", start)
+    assert [e.type for e in replay.events] == [
+        "member_added",
+        "task_created",
+        "task_updated",
+        "task_deleted",
+    ]
+    ids = [e.id for e in replay.events]
+    assert ids == sorted(ids) and replay.last_event_id == ids[-1] == await head(runtime)
+    assert not replay.resync_required and not replay.more
+
+    nothing = await source.replay(ada.id, "", await head(runtime))
+    assert nothing.events == [] and not nothing.resync_required
+
+    await runtime.prune_events()  # EVENT_RETENTION_EVENTS=2 keeps the last two
+    gone = await source.replay(ada.id, "", start)
+    assert gone.resync_required and gone.events == []
+    assert gone.last_event_id == await head(runtime)
+    kept = await source.replay(ada.id, "", ids[1])
+    assert [e.type for e in kept.events] == ["task_updated", "task_deleted"]
+
+    assert (await source.replay(ada.id, "", ids[-1] + 100)).resync_required
+    with pytest.raises(BadRequest):
+        await source.replay(ada.id, "", -1)
+
+
+async def test_database_down_degrades_then_recovery_runs_the_callbacks(tmp_path: Path) -> None:
+    """A database that cannot be opened, then migrated into place while the source watches."""
+    data_dir = tmp_path / "later"
+    settings = settings_for(tmp_path, database_url=f"sqlite+aiosqlite:///{data_dir / 'huddle.db'}")
+    runtime = await Runtime.start(settings)
+    source = InProcessSource(runtime, probe_interval=0.05)
+    recovered = asyncio.Event()
+
+    async def on_recovered() -> None:
+        recovered.set()
+
+    source.on_recovered(on_recovered)
+    await source.start()
+    try:
+        some_token = runtime.tokens.issue_access(1).token
+        data = await source.fetch(1, some_token)
+        assert data.degraded and data.user == {"id": 1} and data.teams == [] == data.tasks
+        assert not source.healthy
+        with pytest.raises(BackendUnavailable):
+            await source.replay(1, some_token, 0)
+
+        data_dir.mkdir()
+        await asyncio.to_thread(upgrade, settings)
+        await asyncio.wait_for(recovered.wait(), timeout=3)
+        assert source.healthy
+        with pytest.raises(TokenInvalid):  # the database answers now: user 1 does not exist
+            await source.fetch(1, some_token)
+    finally:
+        await source.stop()
+        await runtime.stop()
+
+
+async def test_create_source_picks_by_backend_url(runtime: Runtime, tmp_path: Path) -> None:
+    assert isinstance(create_source(runtime.settings, runtime), InProcessSource)
+    remote: Settings = settings_for(tmp_path, backend_url="http://127.0.0.1:9")
+    chosen = create_source(remote, runtime)
+    assert isinstance(chosen, HttpSource)
+    await chosen.stop()
+    gateway_only = create_source(remote, None)
+    assert isinstance(gateway_only, HttpSource)
+    await gateway_only.stop()
+    with pytest.raises(ConfigError, match=r"^BACKEND_URL: required for huddle gateway$"):
+        create_source(settings_for(tmp_path), None)
