@@ -17,6 +17,7 @@ from tests.factories import Factory, TestUser
 from tests.gateway.live import LiveServer, SocketProbe, mint_token
 
 TRUSTED_PROXY = "127.0.0.50"
+PRESENCE = {"teamId": 1_000_000}  # answered NOT_FOUND at once: a cheap event to send many of
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +82,11 @@ async def test_localhost_gets_a_burst_of_20_then_rate_limited_with_retry_after(
     retry_after = error["retryAfter"]
     assert isinstance(retry_after, int) and 0 < retry_after <= 500
     await attempts.probes[-1].gone()
+    await attempts.close()  # (MAX_CONNECTIONS_PER_USER is 20 too)
 
     await asyncio.sleep(retry_after / 1000 + 0.05)  # the bucket refills
-    name, _ = await attempts.attempt({"token": user.access_token})
-    assert name == "authenticated"
+    name, answer = await attempts.attempt({"token": user.access_token})
+    assert name == "authenticated", answer
 
 
 async def test_expired_token_storms_have_their_own_bucket(crowd: Crowd, user: TestUser) -> None:
@@ -124,16 +126,14 @@ async def test_a_socket_sending_too_fast_is_answered_then_disconnected_if_it_kee
     try:
         await probe.connect({"token": user.access_token})
         await probe.next("authenticated")
-        acks = await asyncio.gather(
-            *(probe.call("resume", {"lastEventId": 0}) for _ in range(60))
-        )
-        limited = [a for a in acks if not a["ok"]]
+        acks = await asyncio.gather(*(probe.call("team_presence", PRESENCE) for _ in range(60)))
+        limited = [a for a in acks if a["error"]["code"] != "NOT_FOUND"]
         assert 0 < len(limited) <= 15  # a burst of 50 passes
         assert all(a["error"]["code"] == "RATE_LIMITED" for a in limited)
         assert all(a["error"]["retryAfter"] > 0 for a in limited)
         assert probe.client.connected
-        for _ in range(100):  # and keeps flooding after being told
-            await probe.emit("resume", {"lastEventId": 0})
+        # ... and keeps flooding after being told: SOCKET_EVENT_BURST refusals in a row.
+        await asyncio.gather(*(probe.emit("team_presence", PRESENCE) for _ in range(250)))
         error = await probe.next("authentication_error")
         assert (error["code"], error["action"]) == ("RATE_LIMITED", "RETRY")
         await probe.gone()
