@@ -420,6 +420,9 @@ def run_loadgen(
     except subprocess.TimeoutExpired as exc:
         stop_process(popen)
         raise BenchDriverError(f"load generator ({mode}) did not finish in time") from exc
+    except BaseException:  # Ctrl-C or an error while waiting: never leave it running
+        stop_process(popen)
+        raise
     return _parse_result(out, err, popen.returncode)
 
 
@@ -440,7 +443,17 @@ class IdleLoad:
         except subprocess.TimeoutExpired as exc:
             stop_process(self.popen)
             raise BenchDriverError("idle load generator did not stop in time") from exc
+        except BaseException:
+            stop_process(self.popen)
+            raise
         return _parse_result(out, err, self.popen.returncode)
+
+    def stop(self) -> None:
+        """Stop it by PID without waiting for a result (cleanup after an error)."""
+        if self.popen.stdin is not None and not self.popen.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+        stop_process(self.popen)
 
 
 def start_idle_load(
@@ -470,6 +483,7 @@ def start_idle_load(
         pin_to_cpu(popen.pid, cpu)
     load = IdleLoad(popen)
     if popen.stderr is None:
+        load.stop()
         raise BenchDriverError("no stderr pipe")
     try:
         _wait_for_line(popen.stderr.fileno(), "READY", ready_timeout)
@@ -480,6 +494,9 @@ def start_idle_load(
         raise BenchDriverError(
             f"idle load generator never got READY: {json.dumps(result)[:500]}"
         ) from None
+    except BaseException:
+        load.stop()
+        raise
     return load
 
 

@@ -31,8 +31,8 @@ from bench.peer_driver import (
 )
 
 HTTP_LOADGEN = BENCH_DIR / "loadgen" / "http.js"
-SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
-PASSWORD = "bench-password-1"
+SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"  # noqa: S105 - loopback fixture
+PASSWORD = "bench-password-1"  # noqa: S105
 
 
 def _huddle() -> str:
@@ -102,8 +102,11 @@ def run(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            pin_to_cpu(load.pid, load_cpu)
-            out, err = load.communicate(timeout=seconds + 60)
+            try:
+                pin_to_cpu(load.pid, load_cpu)
+                out, err = load.communicate(timeout=seconds + 60)
+            finally:
+                stop_process(load)
             after = read_proc_stats(server.pid)
             if load.returncode != 0:
                 raise RuntimeError(f"load generator failed: {err.decode()[-500:]}")

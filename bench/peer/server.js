@@ -74,6 +74,11 @@ const LEEWAY_S = intFromEnv('JWT_LEEWAY', 10, 0, 3600);
 const EXTRA_TEAMS = intFromEnv('PEER_EXTRA_TEAMS', 2, 0, 50);
 const TASKS_PER_USER = intFromEnv('PEER_TASKS', 3, 0, 200);
 const MAX_USER_ID = intFromEnv('PEER_MAX_USER_ID', 1_000_000, 1, 2 ** 31);
+const DEFLATE_TEXT = process.env.PEER_PER_MESSAGE_DEFLATE || 'false';
+if (!['true', 'false'].includes(DEFLATE_TEXT)) fail('PEER_PER_MESSAGE_DEFLATE must be true or false');
+// threshold 0: compress every frame, as the websockets library under Huddle
+// does (Socket.IO's own default threshold, 1 KiB, would leave small events raw).
+const PER_MESSAGE_DEFLATE = DEFLATE_TEXT === 'true' ? { threshold: 0 } : false;
 
 // ---------------------------------------------------------------------------
 // The warm cache: what Huddle's gateway would have cached for each user after
@@ -334,7 +339,7 @@ function main() {
   const httpServer = http.createServer((req, res) => handleRequest(io, req, res));
   io = new Server(httpServer, {
     serveClient: false,
-    perMessageDeflate: false,
+    perMessageDeflate: PER_MESSAGE_DEFLATE,
     httpCompression: false,
     maxHttpBufferSize: 65_536,
   });

@@ -170,13 +170,21 @@ def token(
     typer.echo(_run(mint))
 
 
-@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,  # `huddle bench --help` is the harness's own
+)
 def bench(ctx: typer.Context) -> None:
     """Benchmark Huddle against the Node.js Socket.IO peer (see docs/benchmarks.md)."""
     import importlib
+    from pathlib import Path
 
+    # The harness lives beside the package (bench/), in a checkout: the one this
+    # package was installed from (editable), or the working directory.
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / "bench" / "main.py").is_file() and str(root) not in sys.path:
+            sys.path.append(str(root))
     try:
-        # The harness lives beside the package (bench/), run from a checkout.
         bench_main = importlib.import_module("bench.main").main
     except ImportError:
         typer.echo("huddle: the benchmark harness (bench/) is not available here", err=True)

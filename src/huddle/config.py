@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     login_rate: int = Field(10, gt=0)
     login_window: int = Field(900, gt=0)
     rate_limit_enabled: bool = True
+    # `POST /bench/broadcast` for the benchmark harness (bench/, SPEC §8): writes
+    # events through the real outbox -> bus -> gateway path on request, from
+    # loopback only. Off by default and refused in production.
+    bench_endpoints: bool = False
 
     @field_validator("cors_origin", "trusted_proxies", mode="before")
     @classmethod
@@ -130,6 +134,8 @@ class Settings(BaseSettings):
         if self.is_production:
             if "*" in self.cors_origin:
                 raise ValueError("CORS_ORIGIN: '*' is refused in production")
+            if self.bench_endpoints:
+                raise ValueError("BENCH_ENDPOINTS: refused in production")
             if self.jwt_algorithm in HMAC_ALGORITHMS:
                 if not self.jwt_secret:
                     raise ValueError("JWT_SECRET: required in production")

@@ -42,6 +42,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     )
     with server:
         yield server
+    log = server.log_text(tail=None)
+    for sign in ("Traceback", "socket_handler_failed", "gateway_task_failed"):
+        assert sign not in log, f"the live server logged {sign!r}:\n{log[-3000:]}"
 
 
 @pytest.fixture

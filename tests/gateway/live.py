@@ -96,8 +96,10 @@ class LiveServer:
 
     def settings(self) -> Settings:
         """Settings equal to the server's, for a test that reaches its database directly."""
-        values = {k.lower(): v for k, v in self.env.items() if k not in ("PORT", "HOST")}
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        values: dict[str, Any] = {
+            k.lower(): v for k, v in self.env.items() if k not in ("PORT", "HOST")
+        }
+        return Settings(_env_file=None, **values)
 
     def start(self, timeout: float = 30.0) -> LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import jwt
@@ -120,7 +121,7 @@ def _forged(user_id: int, **changes: object) -> str:
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-INVALID_TOKENS = {
+INVALID_TOKENS: dict[str, Callable[[int], str]] = {
     "bad signature": lambda uid: jwt.encode(
         {"sub": str(uid), "type": "access", "iat": int(time.time()), "exp": 2**31},
         "another-secret-that-is-long-enough-0123456789",
@@ -130,7 +131,7 @@ INVALID_TOKENS = {
     "garbage": lambda uid: "x" * 300,
     "alg none": lambda uid: jwt.encode(
         {"sub": str(uid), "type": "access", "iat": int(time.time()), "exp": 2**31},
-        None,
+        "",
         algorithm="none",
     ),
     "wrong algorithm": lambda uid: jwt.encode(
@@ -239,3 +240,36 @@ async def test_connection_limit_counts_only_authenticated_sockets(
     await asyncio.sleep(0.2)
     again = await connect({"token": user.access_token})
     await again.next("authenticated")
+
+
+async def test_a_bearer_header_in_the_handshake_authenticates_too(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    user = await factory.user()
+    probe = await connect(headers={"Authorization": f"Bearer {user.access_token}"})
+    assert (await probe.next("authenticated"))["user"]["id"] == user.id
+
+
+async def test_a_malformed_handshake_is_reported_and_waits_for_authenticate(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    user = await factory.user()
+    probe = await connect({"token": 12345, "lastEventId": "soon"})
+    error = await probe.next("error")
+    assert error["code"] == "BAD_REQUEST"
+    ack = await probe.call("authenticate", {"token": user.access_token})
+    assert ack["ok"] is True
+
+
+async def test_an_expired_token_sent_on_a_live_socket_does_not_cut_it_off(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    probe = await connect({"token": owner.access_token})
+    await probe.next("authenticated")
+    ack = await probe.call("authenticate", {"token": mint_token(owner.id, ttl=-30)})
+    assert ack["error"]["code"] == "TOKEN_EXPIRED"
+    assert (await probe.next("authentication_error"))["code"] == "TOKEN_EXPIRED"
+    task = await factory.task(team["id"], owner)
+    assert (await probe.next("task_created"))["task"]["id"] == task["id"]

@@ -141,3 +141,23 @@ async def test_a_deleted_team_is_announced_then_its_room_is_closed(
     assert deleted["teamId"] == team["id"]
     ack = await probe.call("team_presence", {"teamId": team["id"]})
     assert ack["error"]["code"] == "NOT_FOUND"
+
+
+async def test_a_member_added_while_their_socket_authenticates_still_joins_the_room(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    """The add may commit before, during or after the socket reads its data: all must work."""
+    owner = await factory.user()
+    for _ in range(5):
+        newcomer = await factory.user()
+        team = await factory.team(owner)
+        probe, _ = await asyncio.gather(
+            connect({"token": newcomer.access_token}),
+            factory.member(team["id"], owner, newcomer),
+        )
+        await probe.next("authenticated")
+        task = await factory.task(team["id"], owner)
+        assert (await probe.next("task_created"))["task"]["id"] == task["id"]
+        ack = await probe.call("team_presence", {"teamId": team["id"]})
+        assert newcomer.id in ack["data"]["online"]
+        await probe.close()

@@ -14,7 +14,7 @@ from huddle.db.session import create_engine, create_sessionmaker
 from huddle.events import outbox
 from tests.factories import Factory
 from tests.gateway.conftest import FAST_TIMINGS, NO_PRACTICAL_LIMITS, ProbeMaker
-from tests.gateway.live import LiveServer, SocketProbe
+from tests.gateway.live import LiveServer, SocketProbe, mint_token
 
 
 async def test_reconnect_with_last_event_id_replays_in_order_then_sync_complete(
@@ -153,3 +153,39 @@ async def test_a_point_older_than_the_log_keeps_requires_a_resync(
             assert (await probe.next("task_created"))["task"]["id"] == task["id"]
         finally:
             await probe.close()
+
+
+async def test_a_handshake_last_event_id_is_honoured_when_authenticating_later(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    first = await connect({"token": owner.access_token})
+    cursor = (await first.next("authenticated"))["lastEventId"]
+    await first.close()
+    missed = await factory.task(team["id"], owner)
+
+    probe = await connect({"lastEventId": cursor})
+    ack = await probe.call("authenticate", {"token": owner.access_token})
+    assert ack["ok"] is True
+    assert (await probe.next("task_created"))["task"]["id"] == missed["id"]
+    await probe.next("sync_complete")
+
+
+async def test_an_expired_handshake_replays_from_its_last_event_id_after_refresh(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    owner = await factory.user()
+    team = await factory.team(owner)
+    first = await connect({"token": owner.access_token})
+    cursor = (await first.next("authenticated"))["lastEventId"]
+    await first.close()
+    missed = await factory.task(team["id"], owner)
+
+    probe = await connect({"token": mint_token(owner.id, ttl=-30), "lastEventId": cursor})
+    assert (await probe.next("authentication_error"))["code"] == "TOKEN_EXPIRED"
+    ack = await probe.call("refresh_token", {"refreshToken": owner.refresh_token})
+    assert ack["ok"] is True
+    await probe.next("authenticated")
+    assert (await probe.next("task_created"))["task"]["id"] == missed["id"]
+    await probe.next("sync_complete")

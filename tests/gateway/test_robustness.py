@@ -1,4 +1,4 @@
-"""SPEC §4.5: malformed events, oversized payloads, arbitrary JSON — one socket never hurts another."""
+"""SPEC §4.5: malformed events, oversized payloads, arbitrary JSON; no socket hurts another."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ async def test_an_oversized_message_is_refused_and_others_carry_on(
 async def test_a_disallowed_origin_cannot_open_a_socket(live: LiveServer) -> None:
     probe = SocketProbe(live.url)
     try:
-        with pytest.raises(Exception, match="(?i)connect"):
+        with pytest.raises(Exception, match=r"(?i)connect"):
             await probe.connect(headers={"Origin": "https://evil.example"})
     finally:
         await probe.close()

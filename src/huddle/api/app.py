@@ -55,6 +55,10 @@ def create_api(
         ops.router,
     ):
         app.include_router(router)
+    if settings.bench_endpoints:
+        from huddle.api.routes import bench
+
+        app.include_router(bench.router)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin,

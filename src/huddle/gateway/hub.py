@@ -19,7 +19,7 @@ from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from huddle.config import Settings
-from huddle.errors import HuddleError
+from huddle.errors import HuddleError, RateLimited
 from huddle.gateway import payloads
 from huddle.gateway.fanout import Fanout
 from huddle.gateway.presence import Presence
@@ -100,7 +100,9 @@ class Hub:
     async def report(self, session: SocketSession, error: HuddleError) -> None:
         """`authentication_error {message, code, action, retryAfter?}`."""
         AUTH_ERRORS.labels(code=error.code).inc()
-        log.info("socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code)
+        # Refusals can come in floods; they are counted in metrics either way.
+        level = log.debug if isinstance(error, RateLimited) else log.info
+        level("socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code)
         await self.send(session, "authentication_error", payloads.auth_error(error))
 
     async def reject(self, session: SocketSession, error: HuddleError) -> None:

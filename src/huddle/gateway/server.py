@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -94,8 +95,9 @@ class Gateway:
             cors_allowed_origins=_cors(settings),
             max_http_buffer_size=settings.max_payload,
             always_connect=True,  # accept, then say what is wrong (SPEC §4.1)
-            logger=False,
-            engineio_logger=False,
+            # Through the standard loggers (structlog renders them), not handlers of their own.
+            logger=logging.getLogger("socketio.server"),
+            engineio_logger=logging.getLogger("engineio.server"),
         )
         self.hub = Hub(self.sio, settings)
         self.namespace: GatewayNamespace | None = None

@@ -1,0 +1,640 @@
+"""`huddle bench`: Huddle against the Node.js Socket.IO peer, alternating, in one run (SPEC §8).
+
+For each round, each scenario runs on a fresh Node peer and then on a fresh
+`huddle serve` (A B A B …), the server pinned to one CPU and the load
+generator to another, all on loopback. At the end it prints the medians and
+the Huddle/Node ratios, writes JSON (bench/results/<UTC time>.json unless
+--out) and a PNG chart of the ratios beside it.
+
+    huddle bench                       # the full run: 3 rounds, 2,000-10,000 clients
+    huddle bench --quick               # a smoke run of a minute or two
+    huddle bench --scenarios fanout,broadcast --rooms 2000 --rounds 5
+
+Every process it starts is stopped by PID, also on Ctrl-C or an error; see
+docs/benchmarks.md for what each number means and what limits it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from bench import peer_driver, report, servers
+from bench.scenarios import Runner, Scenario
+from bench.servers import SERVERS, Running, ServerName
+
+RESULTS_DIR: Final = peer_driver.BENCH_DIR / "results"
+SCENARIO_KINDS: Final = (
+    "handshake",
+    "reject",
+    "fanout",
+    "broadcast",
+    "idle",
+    "compression",
+    "rest",
+)
+MAX_CLIENTS: Final = 10_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int
+    handshake_clients: int
+    reject_clients: int
+    rooms: tuple[int, ...]
+    count: int
+    fanout_rounds: int
+    broadcast_clients: int
+    broadcast_rounds: int
+    idle: tuple[int, ...]
+    compression_clients: int
+    compression_count: int
+    rest_seconds: float
+    settle_ms: int
+
+
+FULL: Final = Sizes(
+    rounds=3,
+    handshake_clients=2000,
+    reject_clients=2000,
+    rooms=(100, 2000),
+    count=50,
+    fanout_rounds=3,
+    broadcast_clients=2000,
+    broadcast_rounds=5,
+    idle=(2000, 5000, 10_000),
+    compression_clients=2000,
+    compression_count=10,
+    rest_seconds=10,
+    settle_ms=500,
+)
+QUICK: Final = Sizes(
+    rounds=1,
+    handshake_clients=300,
+    reject_clients=300,
+    rooms=(100, 500),
+    count=20,
+    fanout_rounds=2,
+    broadcast_clients=500,
+    broadcast_rounds=3,
+    idle=(500, 1000),
+    compression_clients=300,
+    compression_count=10,
+    rest_seconds=3,
+    settle_ms=200,
+)
+
+
+# --- command line ------------------------------------------------------------------
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or any(not 1 <= v <= MAX_CLIENTS for v in values):
+        raise argparse.ArgumentTypeError(f"each value must be between 1 and {MAX_CLIENTS}")
+    return values
+
+
+def _names(allowed: Sequence[str]) -> Any:
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(part.strip() for part in text.split(",") if part.strip())
+        unknown = sorted(set(names) - set(allowed))
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
+def _positive(upper: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not 1 <= value <= upper:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {upper}")
+        return value
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="huddle bench",
+        description="Benchmark Huddle against the Node.js Socket.IO peer (SPEC §8).",
+        epilog="Sizes default to the full run (or --quick); any option below overrides them.",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes and 1 round (~1-2 min)")
+    p.add_argument("--rounds", type=_positive(50), help="A/B rounds (full: 3)")
+    p.add_argument(
+        "--scenarios",
+        type=_names(SCENARIO_KINDS),
+        default=SCENARIO_KINDS,
+        help=f"comma-separated subset of {','.join(SCENARIO_KINDS)}",
+    )
+    p.add_argument("--servers", type=_names(SERVERS), default=SERVERS, help="node,huddle")
+    p.add_argument("--handshake-clients", type=_positive(MAX_CLIENTS))
+    p.add_argument("--reject-clients", type=_positive(MAX_CLIENTS))
+    p.add_argument("--rooms", type=_ints, help="fan-out room sizes (full: 100,2000)")
+    p.add_argument("--count", type=_positive(10_000), help="events per fan-out round (full: 50)")
+    p.add_argument("--size", type=_positive(65_536), default=300, help="event frame bytes")
+    p.add_argument("--fanout-rounds", type=_positive(100), help="measured rounds per fan-out run")
+    p.add_argument("--broadcast-clients", type=_positive(MAX_CLIENTS))
+    p.add_argument("--broadcast-rounds", type=_positive(100))
+    p.add_argument("--idle", type=_ints, help="idle connection counts (full: 2000,5000,10000)")
+    p.add_argument("--compression-clients", type=_positive(MAX_CLIENTS))
+    p.add_argument("--compression-count", type=_positive(10_000))
+    p.add_argument(
+        "--users",
+        type=_positive(MAX_CLIENTS),
+        default=100,
+        help="distinct users cycled in rooms and idle sockets (default 100; see docs)",
+    )
+    p.add_argument("--concurrency", type=_positive(1000), default=50)
+    p.add_argument("--rest-seconds", type=float)
+    p.add_argument(
+        "--settle-ms",
+        type=_positive(60_000),
+        help="pause before each fan-out round; idle settles 2x/4x this (full: 500)",
+    )
+    p.add_argument("--out", type=Path, help="JSON path (default bench/results/<time>.json)")
+    p.add_argument("--chart", type=Path, help="PNG path (default: the JSON path, .png)")
+    p.add_argument("--no-chart", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="plain log lines instead")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--loadgen-cpu", type=int, default=1)
+    p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
+    return p
+
+
+def resolve_sizes(args: argparse.Namespace) -> Sizes:
+    base = QUICK if args.quick else FULL
+
+    def pick(name: str) -> Any:
+        value = getattr(args, name)
+        return getattr(base, name) if value is None else value
+
+    rest_seconds = pick("rest_seconds")
+    if not 1 <= float(rest_seconds) <= 600:
+        raise SystemExit("huddle bench: --rest-seconds must be between 1 and 600")
+    return Sizes(
+        rounds=pick("rounds"),
+        handshake_clients=pick("handshake_clients"),
+        reject_clients=pick("reject_clients"),
+        rooms=pick("rooms"),
+        count=pick("count"),
+        fanout_rounds=pick("fanout_rounds"),
+        broadcast_clients=pick("broadcast_clients"),
+        broadcast_rounds=pick("broadcast_rounds"),
+        idle=pick("idle"),
+        compression_clients=pick("compression_clients"),
+        compression_count=pick("compression_count"),
+        rest_seconds=float(rest_seconds),
+        settle_ms=pick("settle_ms"),
+    )
+
+
+def build_scenarios(kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace) -> list[Scenario]:
+    """The measurements of one round, in the order they run."""
+    users, conc, size = args.users, args.concurrency, args.size
+    out: list[Scenario] = []
+    if "handshake" in kinds:
+        n = sizes.handshake_clients
+        out.append(Scenario("handshake", "handshake", f"handshake x{n}", n, n, concurrency=conc))
+    if "reject" in kinds:
+        n = sizes.reject_clients
+        out.append(
+            Scenario("reject", "reject", f"expired-token reject x{n}", n, n, concurrency=conc)
+        )
+    if "fanout" in kinds:
+        for room in sizes.rooms:
+            out.append(
+                Scenario(
+                    f"fanout-{room}",
+                    "fanout",
+                    f"fan-out room {room} ({sizes.count} events)",
+                    room,
+                    min(users, room),
+                    count=sizes.count,
+                    size=size,
+                    inner_rounds=sizes.fanout_rounds,
+                    concurrency=conc,
+                    settle_ms=sizes.settle_ms,
+                )
+            )
+    if "broadcast" in kinds:
+        n = sizes.broadcast_clients
+        out.append(
+            Scenario(
+                f"broadcast-{n}",
+                "broadcast",
+                f"one broadcast → {n}",
+                n,
+                min(users, n),
+                count=1,
+                size=size,
+                inner_rounds=sizes.broadcast_rounds,
+                warmup=2,
+                concurrency=conc,
+                settle_ms=min(300, sizes.settle_ms),
+            )
+        )
+    if "idle" in kinds:
+        for n in sizes.idle:
+            out.append(
+                Scenario(
+                    f"idle-{n}",
+                    "idle",
+                    f"idle {n} connections",
+                    n,
+                    min(users, n),
+                    concurrency=conc,
+                    settle_ms=sizes.settle_ms,
+                )
+            )
+    if "compression" in kinds:
+        n, count = sizes.compression_clients, sizes.compression_count
+        for on in (True, False):
+            state = "on" if on else "off"
+            out.append(
+                Scenario(
+                    f"compression-{state}",
+                    "compression",
+                    f"fan-out {n} ({count} events), deflate {state}",
+                    n,
+                    min(users, n),
+                    count=count,
+                    size=size,
+                    inner_rounds=sizes.fanout_rounds,
+                    concurrency=conc,
+                    settle_ms=sizes.settle_ms,
+                    compression=on,
+                    extra={"pair": "compression-off"} if on else {},
+                )
+            )
+    return out
+
+
+def scenario_json(s: Scenario) -> dict[str, Any]:
+    return {
+        "key": s.key,
+        "kind": s.kind,
+        "title": s.title,
+        "clients": s.clients,
+        "users": s.users,
+        "count": s.count,
+        "size": s.size,
+        "innerRounds": s.inner_rounds,
+        "warmup": s.warmup,
+        "concurrency": s.concurrency,
+        "compression": s.compression,
+        "settleMs": s.settle_ms,
+        **s.extra,
+    }
+
+
+# --- environment -------------------------------------------------------------------
+
+
+def scrub_huddle_environment() -> list[str]:
+    """Drop Huddle's settings from this process's environment, so servers get only ours.
+
+    A DATABASE_URL, REDIS_URL or JWT_ISSUER in the caller's shell would change
+    what is measured (and the load generator reads JWT_ISSUER/JWT_AUDIENCE).
+    """
+    from pydantic import AliasChoices
+
+    from huddle.config import Settings
+
+    names: set[str] = set()
+    for field_name, info in Settings.model_fields.items():
+        names.add(field_name.upper())
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(c.upper() for c in alias.choices if isinstance(c, str))
+    removed = sorted(name for name in os.environ if name.upper() in names)
+    for name in removed:
+        del os.environ[name]
+    return removed
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpuModel"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memTotalGB"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    with contextlib.suppress(Exception):
+        info["node"] = subprocess.run(
+            [peer_driver.node_executable(), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    return info
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
+def choose_cpus(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return (cpus[0], cpus[0]) if cpus else (None, None)
+    for cpu in (args.server_cpu, args.loadgen_cpu):
+        if cpu not in cpus:
+            raise SystemExit(f"huddle bench: CPU {cpu} is not available (have {cpus})")
+    return args.server_cpu, args.loadgen_cpu
+
+
+# --- the run -----------------------------------------------------------------------
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args = args
+        self.console = console
+        self.server_cpu, self.loadgen_cpu = choose_cpus(args)
+        self.runner = Runner(cpu=self.loadgen_cpu)
+        self.active: list[Running] = []
+        self.measurements: list[dict[str, Any]] = []
+        self.errors = 0
+
+    def measure(
+        self,
+        scenario: Scenario,
+        server_name: ServerName,
+        round_no: int,
+        template: servers.Template,
+        work_dir: Path,
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        record: dict[str, Any] = {
+            "round": round_no,
+            "scenario": scenario.key,
+            "kind": scenario.kind,
+            "server": server_name,
+            "startedAt": _now(),
+        }
+        server: Running | None = None
+        try:
+            server = servers.start(
+                server_name,
+                template=template,
+                work_dir=work_dir,
+                options=scenario.server_options,
+                cpu=self.server_cpu,
+                log_dir=work_dir,
+            )
+            self.active.append(server)
+            metrics, raw = self.runner.run(scenario, server)
+            record.update(metrics=metrics, ok=bool(raw.get("ok", True)), raw=raw)
+        except Exception as exc:  # recorded; the other measurements go on
+            self.errors += 1
+            record.update(metrics={}, ok=False, error=f"{type(exc).__name__}: {exc}")
+            if server is not None:
+                record["serverLog"] = _tail(server.process.log_path)
+        finally:
+            self.runner.stop_all()
+            if server is not None:
+                server.stop()
+                self.active.remove(server)
+        record["seconds"] = round(time.monotonic() - started, 1)
+        return record
+
+    def measure_rest(self, round_no: int, seconds: float) -> dict[str, Any]:
+        from bench import rest
+
+        started = time.monotonic()
+        record: dict[str, Any] = {
+            "round": round_no,
+            "scenario": "rest",
+            "kind": "rest",
+            "server": "huddle",
+            "startedAt": _now(),
+        }
+        try:
+            raw = rest.run(seconds, 32, 20, self.server_cpu or 0, self.loadgen_cpu or 0)
+            record.update(
+                metrics={
+                    "requestsPerSecond": raw.get("requestsPerSecond"),
+                    "requestsPerSec": raw.get("requestsPerSecond"),
+                    "serverCpuSeconds": raw.get("serverCpuSeconds"),
+                },
+                ok=True,
+                raw=raw,
+            )
+        except Exception as exc:  # recorded; the other measurements go on
+            self.errors += 1
+            record.update(metrics={}, ok=False, error=f"{type(exc).__name__}: {exc}")
+        record["seconds"] = round(time.monotonic() - started, 1)
+        return record
+
+    def stop_all(self) -> None:
+        self.runner.stop_all()
+        for server in list(self.active):
+            server.stop()
+        self.active.clear()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-limit:]
+
+
+@contextlib.contextmanager
+def _progress(console: Console, enabled: bool, total: int) -> Iterator[Any]:
+    if not enabled:
+
+        class Plain:
+            def __init__(self) -> None:
+                self.done = 0
+
+            def step(self, text: str) -> None:
+                console.print(f"[{self.done}/{total}] {text}", highlight=False)
+
+            def advance(self) -> None:
+                self.done += 1
+
+        yield Plain()
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    task = progress.add_task("starting", total=total)
+
+    class Rich:
+        def step(self, text: str) -> None:
+            progress.update(task, description=text)
+
+        def advance(self) -> None:
+            progress.advance(task)
+
+    with progress:
+        yield Rich()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    sizes = resolve_sizes(args)
+    console = Console(stderr=True)
+    out_console = Console()
+    if not out_console.is_terminal:
+        out_console = Console(width=170)  # a file or pipe: room for the whole table
+    kinds = tuple(args.scenarios)
+    scenarios = build_scenarios(kinds, sizes, args)
+    server_names: tuple[ServerName, ...] = tuple(args.servers)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_path: Path = args.out or RESULTS_DIR / f"{stamp}.json"
+    chart_path: Path = args.chart or out_path.with_suffix(".png")
+
+    scrubbed = scrub_huddle_environment()
+    peer_driver.raise_fd_limit()
+    peer_driver.ensure_node_deps()  # the load generator is Node too
+    harness = Harness(args, console)
+    with contextlib.suppress(OSError):
+        if harness.loadgen_cpu is not None:
+            os.sched_setaffinity(0, {harness.loadgen_cpu})  # keep the server's CPU for it
+
+    rest_rounds = "rest" in kinds and "huddle" in server_names
+    total = sizes.rounds * (len(scenarios) * len(server_names) + (1 if rest_rounds else 0))
+    needed_users = max([s.users for s in scenarios] + [1])
+    result: dict[str, Any] = {
+        "schema": 1,
+        "startedAt": _now(),
+        "argv": list(argv) if argv is not None else sys.argv[1:],
+        "machine": machine_info(),
+        "loadavgStart": loadavg(),
+        "cpus": {"server": harness.server_cpu, "loadgen": harness.loadgen_cpu},
+        "sizes": sizes.__dict__ | {"rooms": list(sizes.rooms), "idle": list(sizes.idle)},
+        "servers": list(server_names),
+        "scenarios": [scenario_json(s) for s in scenarios],
+        "scrubbedEnvironment": scrubbed,
+        "measurements": harness.measurements,
+    }
+    work_dir = Path(tempfile.mkdtemp(prefix="huddle-bench-"))
+    interrupted = False
+    try:
+        console.print(
+            f"huddle bench: {len(scenarios)} scenarios x {len(server_names)} servers x "
+            f"{sizes.rounds} rounds; seeding {needed_users} users …",
+            highlight=False,
+        )
+        template, seed_info = servers.make_template(work_dir, needed_users)
+        result["seed"] = seed_info
+        with _progress(console, not args.no_progress and console.is_terminal, total) as bar:
+            for round_no in range(1, sizes.rounds + 1):
+                for scenario in scenarios:
+                    for name in server_names:
+                        bar.step(f"round {round_no}/{sizes.rounds} · {scenario.title} · {name}")
+                        record = harness.measure(scenario, name, round_no, template, work_dir)
+                        harness.measurements.append(record)
+                        if record.get("error"):
+                            console.print(
+                                f"[red]{scenario.key} on {name} failed:[/] {record['error'][:300]}"
+                            )
+                        bar.advance()
+                if rest_rounds:
+                    bar.step(f"round {round_no}/{sizes.rounds} · REST teams list · huddle")
+                    harness.measurements.append(harness.measure_rest(round_no, sizes.rest_seconds))
+                    bar.advance()
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("[yellow]interrupted: stopping every process started[/]")
+    finally:
+        harness.stop_all()
+        if not args.keep_logs:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        else:
+            result["workDir"] = str(work_dir)
+
+    scenario_dicts = result["scenarios"] + (
+        [{"key": "rest", "kind": "rest", "title": "REST (Huddle only)", "clients": 32}]
+        if rest_rounds
+        else []
+    )
+    rows = report.summarize(harness.measurements, scenario_dicts)
+    result.update(
+        finishedAt=_now(),
+        loadavgEnd=loadavg(),
+        interrupted=interrupted,
+        errors=harness.errors,
+        summary=rows,
+    )
+    conditions = (
+        f"medians of {sizes.rounds} round(s); {result['machine'].get('nproc')} CPUs, "
+        f"load average at start {result['loadavgStart']}"
+    )
+    title = f"Huddle vs Node peer — {conditions}"
+    if not args.no_chart:
+        chart = report.render_chart(rows, chart_path, subtitle=f"{stamp} · {conditions}")
+        result["chart"] = str(chart) if chart else None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    report.print_table(rows, out_console, title=title)
+    if result.get("chart"):
+        console.print(f"chart: {result['chart']}", highlight=False)
+    console.print(f"results: {out_path}", highlight=False)
+    if interrupted:
+        return 130
+    return 1 if harness.errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,595 @@
+"""The official `socket.io-client` (npm, 4.x) drives a real `huddle serve`: the seed scenarios.
+
+The seed (`seed/websocket-server-fixes.md`) promised a Node.js client six
+things: a valid token authenticates, an expired one is told to refresh and may
+do so on the same socket, localhost gets a burst of 20 connection attempts,
+both forms of token refresh work, the user's teams and tasks come with
+`authenticated` and REST changes arrive live, and reconnect storms with an
+expired token are not rate-limited like normal attempts. Each runs here with
+the client browsers and Node.js apps use, over `transports: ['websocket']`,
+over the client's default (HTTP long-polling, then the upgrade to WebSocket)
+and over long-polling alone.
+
+How: one `huddle serve` subprocess on a free port for the module (default rate
+limits; AUTH_GRACE short so the grace period can be watched end to end;
+JWT_LEEWAY=0). Each test makes its own users, teams and tasks through the REST
+API, signs the tokens it needs (expired ones included) with the server's
+secret, and runs `scenarios.js <scenario>` under Node with a bounded timeout.
+The driver prints one JSON line of observations; the assertions are here.
+Every test connects from a loopback address of its own (127.0.0.x, through the
+client's `agent` option) and so has rate-limit buckets of its own, except the
+rate-limit scenario over WebSocket, which uses plain 127.0.0.1.
+
+Needs Node.js >= 18 and `npm ci` in tests/interop (`make node`; `make test`
+runs it). Without them the tests skip, or fail when HUDDLE_REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from tests.factories import Factory, TestUser
+from tests.gateway.live import LiveServer
+
+pytestmark = pytest.mark.interop
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "scenarios.js"
+CLIENT_PACKAGE = HERE / "node_modules" / "socket.io-client" / "package.json"
+REQUIRE_SERVICES = os.environ.get("HUDDLE_REQUIRE_SERVICES") == "1"
+
+SECRET = "interop-test-secret-not-for-production-0123456789abcdef"
+GRACE_S = 2.0
+NODE_TIMEOUT_S = 45.0
+DRIVER_DEADLINE_MS = 30_000
+MIN_NODE = 18
+
+EXPIRED_MESSAGE = "Token has expired. Please refresh your session or log in again."
+ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+AUTHENTICATED_KEYS = {
+    "success",
+    "user",
+    "teams",
+    "tasks",
+    "timestamp",
+    "expiresAt",
+    "lastEventId",
+    "degraded",
+}
+# SPEC §5 defaults under test (the server runs with them).
+LOCALHOST_BURST = 20
+LOCALHOST_COOLDOWN_MS = 500
+EXPIRED_RECONNECTS = 30
+
+SCENARIOS = (
+    "valid_token",
+    "expired_token",
+    "rate_limit",
+    "token_refresh",
+    "backend_integration",
+    "expired_reconnects",
+)
+TRANSPORTS = {
+    # parameter id: the driver's `transports` setting
+    "websocket": "websocket",
+    "polling-upgrade": "default",
+    # Long-polling throughout, as behind a proxy that blocks WebSocket: with the
+    # default the upgrade often completes before the first event is sent.
+    "polling-only": "polling",
+}
+transports = pytest.mark.parametrize("transport", list(TRANSPORTS.values()), ids=list(TRANSPORTS))
+
+
+# --- prerequisites ------------------------------------------------------------
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (HUDDLE_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _node_problem() -> str | tuple[str, str]:
+    """The node executable, or why the interop tests cannot run."""
+    node = shutil.which("node")
+    if node is None:
+        return "Node.js is not installed (`node` is not on PATH)"
+    try:
+        version = subprocess.run(
+            [node, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"`node --version` failed: {exc!r}"
+    match = re.match(r"v(\d+)\.", version)
+    if match is None or int(match.group(1)) < MIN_NODE:
+        return f"Node.js >= {MIN_NODE} is needed, found {version!r}"
+    wanted = json.loads((HERE / "package.json").read_text())["dependencies"]["socket.io-client"]
+    try:
+        installed = json.loads(CLIENT_PACKAGE.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return "socket.io-client is not installed in tests/interop: run `make node` (npm ci)"
+    if installed != wanted:
+        return (
+            f"tests/interop has socket.io-client {installed}, package.json pins {wanted}: "
+            "run `make node` (npm ci)"
+        )
+    return node, installed
+
+
+def _loopback_range_usable() -> bool:
+    """Whether this host lets a client bind 127.0.0.x besides 127.0.0.1 (Linux does)."""
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.2", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node executable, with socket.io-client installed as pinned."""
+    found = _node_problem()
+    if isinstance(found, str):
+        _unavailable(found)
+    if not _loopback_range_usable():
+        _unavailable("the interop tests bind 127.0.0.x source addresses; this host cannot")
+    assert isinstance(found, tuple)
+    assert found[1].startswith("4."), found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, node: str) -> Iterator[LiveServer]:
+    env = {
+        "JWT_SECRET": SECRET,
+        "JWT_LEEWAY": "0",
+        "AUTH_GRACE": str(GRACE_S),
+        "AUTH_TIMEOUT": "5",
+        "RATE_LIMIT_ENABLED": "true",
+        # Not under test, and the rate-limit bursts hold 20+ sockets of one user.
+        "MAX_CONNECTIONS_PER_USER": "100",
+    }
+    with LiveServer(tmp_path_factory.mktemp("interop"), env=env) as live:
+        yield live
+
+
+@pytest.fixture
+async def factory(server: LiveServer) -> AsyncIterator[Factory]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield Factory(client)
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def mint(user_id: int, *, ttl: float) -> str:
+    """An access token signed with the server's secret; a negative `ttl` makes it expired."""
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id),
+        "type": "access",
+        "iat": now if ttl > 0 else now + int(ttl) - 60,
+        "exp": now + int(ttl),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def fingerprint(token: str) -> str:
+    """What the driver prints in place of a token (the `jwt` field)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def iso_of(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def exp_of(token: str) -> int:
+    exp: int = jwt.decode(token, options={"verify_signature": False})["exp"]
+    return exp
+
+
+def source_address(scenario: str, transport: str) -> str | None:
+    """A loopback address per test, so that each has rate-limit buckets of its own."""
+    if (scenario, transport) == ("rate_limit", "websocket"):
+        return None  # plain 127.0.0.1, like a developer's client
+    index = SCENARIOS.index(scenario) * len(TRANSPORTS) + list(TRANSPORTS.values()).index(transport)
+    return f"127.0.0.{10 + index}"
+
+
+async def drive(
+    node: str, server: LiveServer, scenario: str, transport: str, **config: Any
+) -> dict[str, Any]:
+    """Run one scenario of scenarios.js and return its observations."""
+    settings = {
+        "url": server.url,
+        "transports": transport,
+        "localAddress": source_address(scenario, transport),
+        "deadlineMs": DRIVER_DEADLINE_MS,
+        **config,
+    }
+    # DEBUG would make socket.io-client log packets, tokens included.
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HUDDLE_INTEROP")}
+    env["HUDDLE_INTEROP"] = json.dumps(settings)
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [node, str(DRIVER), scenario],
+            cwd=HERE,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=NODE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"{scenario} ({transport}) did not finish in {NODE_TIMEOUT_S}s\n"
+            f"stderr: {str(exc.stderr or '')[-2000:]}\nserver log:\n{server.log_text(tail=3000)}"
+        )
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    try:
+        report: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        report = {"ok": False, "error": f"no JSON line on stdout: {done.stdout[-2000:]!r}"}
+    if done.returncode != 0 or not report.get("ok"):
+        details = {k: v for k, v in report.items() if k not in ("ok", "scenario")}
+        pytest.fail(
+            f"{scenario} ({transport}) failed (exit {done.returncode}):\n"
+            f"{json.dumps(details, indent=1)[-6000:]}\n"
+            f"stderr: {done.stderr[-2000:]}\nserver log:\n{server.log_text(tail=3000)}"
+        )
+    result: dict[str, Any] = report["result"]
+    return result
+
+
+def assert_transport(socket_summary: dict[str, Any], transport: str) -> None:
+    """The socket really used the transport setting under test."""
+    used = socket_summary["transport"]
+    if transport == "websocket":
+        assert used == {"initial": "websocket", "upgradedTo": None, "current": "websocket"}, used
+    elif transport == "polling":
+        assert used == {"initial": "polling", "upgradedTo": None, "current": "polling"}, used
+    else:
+        assert used == {"initial": "polling", "upgradedTo": "websocket", "current": "websocket"}, (
+            used
+        )
+
+
+def assert_authenticated(
+    body: dict[str, Any],
+    user: TestUser,
+    token: str,
+    *,
+    teams: dict[int, str] | None = None,
+    tasks: list[dict[str, Any]] | None = None,
+) -> None:
+    """SPEC §4.1 `authenticated`, with the user's teams (id -> role) and assigned tasks."""
+    assert set(body) == AUTHENTICATED_KEYS, body
+    assert body["success"] is True
+    assert body["degraded"] is False
+    assert body["user"]["id"] == user.id
+    assert body["user"]["email"] == user.email
+    assert ISO_UTC.match(body["timestamp"]), body["timestamp"]
+    stamp = datetime.strptime(body["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs(stamp.timestamp() - time.time()) < 60
+    assert body["expiresAt"] == iso_of(exp_of(token))
+    assert type(body["lastEventId"]) is int and body["lastEventId"] >= 0
+    if teams is not None:
+        assert {t["id"]: t["role"] for t in body["teams"]} == teams
+        for team in body["teams"]:
+            assert {"id", "name", "description", "createdAt", "role"} <= set(team), team
+    if tasks is not None:
+        assert sorted(body["tasks"], key=lambda t: t["id"]) == sorted(tasks, key=lambda t: t["id"])
+
+
+def names(events: list[dict[str, Any]], name: str) -> list[Any]:
+    return [e["data"] for e in events if e["name"] == name]
+
+
+async def user_with_data(factory: Factory) -> tuple[TestUser, TestUser, dict[int, str], list[Any]]:
+    """A user in two teams (owner of one, member of another) with tasks assigned in both.
+
+    Returns the user, the other team's owner, the user's teams (id -> role)
+    and the tasks assigned to the user.
+    """
+    user, other = await factory.user(name="Interop User"), await factory.user(name="Colleague")
+    own = await factory.team(user)
+    shared = await factory.team(other)
+    await factory.member(shared["id"], other, user)
+    assigned = [
+        await factory.task(own["id"], user, assigneeId=user.id, priority="high"),
+        await factory.task(shared["id"], other, assigneeId=user.id),
+    ]
+    await factory.task(own["id"], user)  # unassigned: not among the user's tasks
+    await factory.task(shared["id"], other, assigneeId=other.id)  # someone else's
+    return user, other, {own["id"]: "owner", shared["id"]: "member"}, assigned
+
+
+# --- the six scenarios ---------------------------------------------------------------
+
+
+@transports
+async def test_1_valid_token_authenticates_with_teams_and_tasks(
+    node: str, server: LiveServer, factory: Factory, transport: str
+) -> None:
+    user, _, teams, tasks = await user_with_data(factory)
+    result = await drive(node, server, "valid_token", transport, token=user.access_token)
+
+    handshake = result["handshake"]
+    assert_authenticated(
+        handshake["authenticated"], user, user.access_token, teams=teams, tasks=tasks
+    )
+    assert handshake["socket"]["names"] == ["connect", "authenticated"]
+    assert handshake["socket"]["connected"] is True
+    assert_transport(handshake["socket"], transport)
+
+    # The same through `authenticate {token}` after an anonymous connect, acknowledged.
+    event = result["event"]
+    assert event["ack"] == {"ok": True, "data": event["authenticated"]}
+    assert_authenticated(event["authenticated"], user, user.access_token, teams=teams, tasks=tasks)
+    assert event["socket"]["names"] == ["connect", "authenticated"]
+    assert_transport(event["socket"], transport)
+
+
+@transports
+async def test_2_expired_token_is_told_to_refresh_and_refreshes_on_the_same_socket(
+    node: str, server: LiveServer, factory: Factory, transport: str
+) -> None:
+    user = await factory.user()
+    expired = mint(user.id, ttl=-60)
+    result = await drive(
+        node,
+        server,
+        "expired_token",
+        transport,
+        expiredToken=expired,
+        refreshToken=user.refresh_token,
+        graceMs=int(GRACE_S * 1000),
+    )
+
+    told = {
+        "message": EXPIRED_MESSAGE,
+        "code": "TOKEN_EXPIRED",
+        "action": "REFRESH_TOKEN",
+        "retryAfter": 2000,
+    }
+    assert result["error"] == told
+    assert result["idleError"] == told
+    assert result["openDuringGrace"] == {"refreshing": True, "idle": True}
+
+    # refresh_token {refreshToken} on the same socket: token_refreshed, then authenticated.
+    ack = result["ack"]
+    assert ack["ok"] is True, ack
+    refreshed = ack["data"]
+    assert result["refreshed"] == refreshed
+    assert set(refreshed) == {"accessToken", "refreshToken", "expiresIn", "expiresAt"}
+    assert refreshed["accessToken"]["sub"] == str(user.id)
+    assert refreshed["accessToken"]["type"] == "access"
+    assert refreshed["refreshToken"]["type"] == "refresh"
+    assert refreshed["refreshToken"]["jwt"] != fingerprint(user.refresh_token)
+    assert type(refreshed["expiresIn"]) is int and refreshed["expiresIn"] > 0
+    assert ISO_UTC.match(refreshed["expiresAt"])
+    body = result["authenticated"]
+    assert body["success"] is True and body["user"]["id"] == user.id
+    assert body["expiresAt"] == refreshed["expiresAt"]
+    socket = result["socket"]
+    assert socket["names"][:4] == [
+        "connect",
+        "authentication_error",
+        "token_refreshed",
+        "authenticated",
+    ]
+    # ... and it is not cut off when the grace its expired token began runs out.
+    assert socket["connected"] is True
+    assert "disconnect" not in socket["names"]
+    assert_transport(socket, transport)
+
+    # A socket that does nothing with its grace is disconnected when it ends.
+    idle = result["idleDisconnect"]
+    assert idle["reason"] == "io server disconnect"
+    assert GRACE_S * 1000 - 500 <= idle["afterErrorMs"] <= GRACE_S * 1000 + 3000, idle
+    assert result["idle"]["names"] == ["connect", "authentication_error", "disconnect"]
+
+
+@transports
+async def test_3_localhost_gets_a_burst_of_20_then_rate_limited_then_room_after_cooldown(
+    node: str, server: LiveServer, factory: Factory, transport: str
+) -> None:
+    user = await factory.user()
+    result = await drive(
+        node,
+        server,
+        "rate_limit",
+        transport,
+        token=user.access_token,
+        burst=LOCALHOST_BURST,
+        maxExtra=10,
+    )
+
+    assert result["burst"] == ["authenticated"] * LOCALHOST_BURST
+    *more, refused = result["extra"]
+    # The bucket refills one attempt per cooldown: only a slow burst earns more than 20.
+    assert [m["name"] for m in more] == ["authenticated"] * len(more)
+    assert len(more) <= result["refusedAfterMs"] // LOCALHOST_COOLDOWN_MS + 1, result
+    assert refused["name"] == "authentication_error", refused
+    error = refused["data"]
+    assert set(error) == {"message", "code", "action", "retryAfter"}
+    assert (error["code"], error["action"]) == ("RATE_LIMITED", "RETRY")
+    assert type(error["retryAfter"]) is int
+    assert 0 < error["retryAfter"] <= LOCALHOST_COOLDOWN_MS
+    assert result["refusedDisconnect"] == "io server disconnect"
+    assert result["afterCooldown"]["name"] == "authenticated", result["afterCooldown"]
+
+
+@transports
+async def test_4_token_refresh_both_forms_with_acknowledgements(
+    node: str, server: LiveServer, factory: Factory, transport: str
+) -> None:
+    user = await factory.user()
+    fresh = mint(user.id, ttl=600)
+    result = await drive(
+        node,
+        server,
+        "token_refresh",
+        transport,
+        token=user.access_token,
+        freshToken=fresh,
+        refreshToken=user.refresh_token,
+    )
+
+    assert_authenticated(result["authenticated"], user, user.access_token)
+
+    # {token}: an access token the client renewed itself, same user; nothing rotates.
+    access = result["access"]
+    assert access["ack"]["ok"] is True, access["ack"]
+    data = access["ack"]["data"]
+    assert access["refreshed"] == data
+    assert data["accessToken"]["jwt"] == fingerprint(fresh)
+    assert data["refreshToken"] is None
+    assert 590 <= data["expiresIn"] <= 600
+    assert data["expiresAt"] == iso_of(exp_of(fresh))
+    assert_authenticated(access["authenticated"], user, fresh)
+
+    # {refreshToken}: rotated through the API; a new pair.
+    rotate = result["rotate"]
+    assert rotate["ack"]["ok"] is True, rotate["ack"]
+    pair = rotate["ack"]["data"]
+    assert rotate["refreshed"] == pair
+    assert pair["accessToken"]["sub"] == str(user.id)
+    assert pair["accessToken"]["type"] == "access"
+    assert pair["refreshToken"]["type"] == "refresh"
+    assert pair["refreshToken"]["jwt"] != fingerprint(user.refresh_token)
+    assert type(pair["expiresIn"]) is int and pair["expiresIn"] > 0
+    assert rotate["authenticated"]["success"] is True
+    assert rotate["authenticated"]["expiresAt"] == pair["expiresAt"]
+
+    # The rotated-out refresh token is spent: reusing it is caught and kills the family.
+    assert result["reuse"]["status"] == 401
+    assert result["reuse"]["body"]["error"]["code"] == "REFRESH_TOKEN_REUSED"
+    assert result["afterReuse"]["status"] == 401
+
+    socket = result["socket"]
+    assert socket["names"] == [
+        "connect",
+        "authenticated",
+        "token_refreshed",
+        "authenticated",
+        "token_refreshed",
+        "authenticated",
+    ]
+    assert socket["connected"] is True
+    assert_transport(socket, transport)
+
+
+@transports
+async def test_5_backend_data_on_authentication_and_rest_changes_arrive_live(
+    node: str, server: LiveServer, factory: Factory, transport: str
+) -> None:
+    user, other, teams, tasks = await user_with_data(factory)
+    own_team, shared_team = list(teams)
+    private_team = (await factory.team(other))["id"]
+    newcomer = await factory.user(name="Newcomer")
+    result = await drive(
+        node,
+        server,
+        "backend_integration",
+        transport,
+        userId=user.id,
+        userToken=user.access_token,
+        otherToken=other.access_token,
+        newcomerId=newcomer.id,
+        newcomerToken=newcomer.access_token,
+        ownTeamId=own_team,
+        sharedTeamId=shared_team,
+        privateTeamId=private_team,
+    )
+
+    start = result["authenticated"]
+    assert_authenticated(start, user, user.access_token, teams=teams, tasks=tasks)
+    assert_authenticated(result["newcomerAuthenticated"], newcomer, newcomer.access_token, teams={})
+    rest = result["rest"]
+    assert {k: v["status"] for k, v in rest.items()} == dict.fromkeys(rest, 201)
+
+    events = result["user"]["events"]
+    created = names(events, "task_created")
+    assert [c["task"]["id"] for c in created] == [
+        rest["sharedTask"]["body"]["id"],
+        rest["ownTask"]["body"]["id"],
+    ], "the private team's task must not reach the user"
+    shared_created, own_created = created
+    assert set(shared_created) == {"eventId", "teamId", "task", "actorId", "timestamp"}
+    assert shared_created["teamId"] == shared_team
+    assert shared_created["task"] == rest["sharedTask"]["body"]
+    assert shared_created["task"]["assigneeId"] == user.id
+    assert shared_created["actorId"] == other.id
+    assert ISO_UTC.match(shared_created["timestamp"])
+    assert own_created["teamId"] == own_team
+    assert own_created["actorId"] == user.id
+
+    (added,) = names(events, "member_added")
+    assert set(added) == {"eventId", "teamId", "user", "role", "actorId", "timestamp"}
+    assert added["teamId"] == own_team
+    assert added["user"]["id"] == newcomer.id
+    assert added["user"]["email"] == newcomer.email
+    assert added["role"] == "member"
+    assert added["actorId"] == user.id
+    assert ISO_UTC.match(added["timestamp"])
+
+    live_ids = [
+        e["data"]["eventId"] for e in events if e["name"] in ("task_created", "member_added")
+    ]
+    assert live_ids == sorted(live_ids) and len(set(live_ids)) == len(live_ids)
+    assert live_ids[0] > start["lastEventId"]
+
+    # The newcomer hears of being added, then receives the team's events at once.
+    newcomer_events = result["newcomer"]["events"]
+    assert names(newcomer_events, "member_added") == [added]
+    assert names(newcomer_events, "task_created") == [own_created]
+    for party in ("user", "newcomer"):
+        socket = result[party]["socket"]
+        assert socket["connected"] is True
+        assert "authentication_error" not in socket["names"] and "error" not in socket["names"]
+        assert_transport(socket, transport)
+
+
+@transports
+async def test_6_expired_token_reconnect_storm_never_rate_limited_nor_blocks_valid_ones(
+    node: str, server: LiveServer, factory: Factory, transport: str
+) -> None:
+    user = await factory.user()
+    result = await drive(
+        node,
+        server,
+        "expired_reconnects",
+        transport,
+        expiredToken=mint(user.id, ttl=-60),
+        token=user.access_token,
+        attempts=EXPIRED_RECONNECTS,
+        burst=LOCALHOST_BURST,
+    )
+
+    codes = [answer.get("code") for answer in result["expired"]]
+    assert codes == ["TOKEN_EXPIRED"] * EXPIRED_RECONNECTS, result["expired"]
+    assert all(answer["action"] == "REFRESH_TOKEN" for answer in result["expired"])
+    # Those attempts went to the expired-token bucket: the full localhost burst is still there.
+    assert result["valid"] == ["authenticated"] * LOCALHOST_BURST
