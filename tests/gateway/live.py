@@ -102,6 +102,13 @@ class LiveServer:
         return Settings(_env_file=None, **values)
 
     def start(self, timeout: float = 30.0) -> LiveServer:
+        """Launch and wait until `/healthz` answers."""
+        self.launch()
+        self.wait_healthy(timeout)
+        return self
+
+    def launch(self) -> LiveServer:
+        """Start the process without waiting (start several, then `wait_healthy` each)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.role != "gateway":
             upgrade(self.settings())
@@ -117,10 +124,9 @@ class LiveServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        self._wait_healthy(timeout)
         return self
 
-    def _wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

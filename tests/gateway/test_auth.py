@@ -273,3 +273,15 @@ async def test_an_expired_token_sent_on_a_live_socket_does_not_cut_it_off(
     assert (await probe.next("authentication_error"))["code"] == "TOKEN_EXPIRED"
     task = await factory.task(team["id"], owner)
     assert (await probe.next("task_created"))["task"]["id"] == task["id"]
+
+
+async def test_clients_that_upgrade_from_polling_get_the_same_answers(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    # Long-polling alone is driven by the official client in tests/interop.
+    user = await factory.user()
+    probe = await connect({"token": user.access_token}, transports=["polling", "websocket"])
+    assert (await probe.next("authenticated"))["user"]["id"] == user.id
+    rejected = await connect({"token": "not.a.jwt"}, transports=["polling", "websocket"])
+    assert (await rejected.next("authentication_error"))["code"] == "TOKEN_INVALID"
+    await rejected.gone()

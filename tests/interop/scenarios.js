@@ -324,7 +324,7 @@ async function backendIntegration(cfg, clients, partial) {
   const { otherToken, userToken } = cfg;
   partial.rest = {};
   // In a team the user is not in: must not reach the user.
-  partial.rest.privateTask = await post(`/api/teams/${cfg.privateTeamId}/tasks`, otherToken, {
+  partial.rest.privateTask = await post(`/api/teams/${cfg.privateTeamId}/tasks`, cfg.outsiderToken, {
     title: 'not for the user',
   });
   // By another member, in a team the user belongs to, assigned to the user.

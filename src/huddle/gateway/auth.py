@@ -126,7 +126,6 @@ class Authenticator:
         await self._check_admissible(session, claims)
         if not same_user:
             await hub.leave_all(session)
-            session.team_ids.clear()
         hub.sessions.bind(session, claims.user_id)
         session.token = token
         session.issued_at = claims.issued_at

@@ -31,7 +31,7 @@ log = get_logger("huddle.gateway")
 
 NAMESPACE = "/"
 TRANSPORT_CLOSE_AFTER = 5.0
-"""Seconds a client has to close its connection after being disconnected, before we do."""
+"""Seconds a disconnected client's transport may take to receive its last packets."""
 
 
 def team_room(team_id: int) -> str:
@@ -114,10 +114,10 @@ class Hub:
         """Close a socket: out of every room now, disconnected once the current handler returns."""
         if session.closed:
             return
-        await self.leave_all(session)
-        self.sessions.unmark_syncing(session)
         self.set_state(session, State.CLOSED)
         session.cancel_all()
+        self.sessions.unmark_syncing(session)
+        await self.leave_all(session)
         self.spawn(self._disconnect(session.sid), "disconnect")
 
     async def _disconnect(self, sid: str) -> None:
@@ -128,11 +128,12 @@ class Hub:
         await self.sio.disconnect(sid, namespace=NAMESPACE)
         if eio_sid is None:
             return
-        # A well-behaved client closes its transport when its last namespace is
-        # disconnected; one that does not is closed for it.
-        await asyncio.sleep(TRANSPORT_CLOSE_AFTER)
-        if eio_sid in self.sio.eio.sockets:
-            await self.sio.eio.disconnect(eio_sid)
+        # Close the transport too, so a long-polling client's pending request
+        # ends now. Engine.IO's CLOSE goes out after everything queued before it;
+        # a client that stops reading cannot hold this task longer than the limit.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TRANSPORT_CLOSE_AFTER):
+                await self.sio.eio.disconnect(eio_sid)
 
     # --- rooms and presence --------------------------------------------------
 
@@ -151,7 +152,7 @@ class Hub:
             return False
         if not await self._enter(session.sid, team_room(team_id)):
             return False
-        session.team_ids.add(team_id)
+        self.sessions.joined_team(session, team_id)
         came_online = self.presence.join(team_id, session.user_id)
         if came_online and announce:
             await self.announce(team_id, session.user_id, online=True)
@@ -163,7 +164,7 @@ class Hub:
         """Take a session out of a team's room; True when its user just went offline there."""
         if team_id not in session.team_ids:
             return False
-        session.team_ids.discard(team_id)
+        self.sessions.left_team(session, team_id)
         await self.sio.leave_room(session.sid, team_room(team_id), namespace=NAMESPACE)
         if session.user_id is None:
             return False

@@ -157,9 +157,10 @@ class GatewayNamespace:
             return
         try:
             if not session.closed:
-                await self.hub.leave_all(session)
                 self.hub.set_state(session, State.CLOSED)
-            session.cancel_all()
+                session.cancel_all()
+                self.hub.sessions.unmark_syncing(session)
+                await self.hub.leave_all(session)  # presence: maybe the user's last socket
         finally:
             self.hub.sessions.remove(session)
             SOCKETS_OPEN.dec()

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp
 
 from huddle.api.app import create_api
 from huddle.config import Settings
+from huddle.errors import ConfigError
 from huddle.events import outbox
 from huddle.events.bus import EventBus, InProcessBus, RedisBus
 from huddle.events.envelope import Envelope
@@ -59,6 +60,8 @@ SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 def mount_gateway(settings: Settings, role: str) -> ASGIApp:
     """The ASGI app of `huddle serve` (role "serve") or `huddle gateway` (role "gateway")."""
+    if role == "gateway" and not settings.backend_url:
+        raise ConfigError("BACKEND_URL: required for huddle gateway")
     gateway = Gateway(settings)
     if role == "serve":
         other = _serve_api(settings, gateway)

@@ -16,7 +16,6 @@ and the sync step delivers them afterwards, in order and without duplicates.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -63,7 +62,6 @@ class SocketSession:
     overflowed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    connected_at: float = field(default_factory=time.monotonic)
 
     @property
     def authenticated(self) -> bool:
@@ -122,6 +120,7 @@ class SessionRegistry:
     def __init__(self) -> None:
         self._by_sid: dict[str, SocketSession] = {}
         self._by_user: dict[int, set[SocketSession]] = {}
+        self._by_team: dict[int, set[SocketSession]] = {}
         self._syncing: set[SocketSession] = set()
 
     def __len__(self) -> int:
@@ -139,6 +138,8 @@ class SessionRegistry:
     def remove(self, session: SocketSession) -> None:
         self._by_sid.pop(session.sid, None)
         self.unbind(session)
+        for team_id in list(session.team_ids):
+            self.left_team(session, team_id)
         self._syncing.discard(session)
 
     def bind(self, session: SocketSession, user_id: int) -> None:
@@ -180,6 +181,19 @@ class SessionRegistry:
     def syncing(self) -> set[SocketSession]:
         return self._syncing
 
+    def joined_team(self, session: SocketSession, team_id: int) -> None:
+        """Record that `session` is now in the room of `team_id`."""
+        session.team_ids.add(team_id)
+        self._by_team.setdefault(team_id, set()).add(session)
+
+    def left_team(self, session: SocketSession, team_id: int) -> None:
+        session.team_ids.discard(team_id)
+        sessions = self._by_team.get(team_id)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._by_team[team_id]
+
     def in_team(self, team_id: int) -> list[SocketSession]:
         """Sessions on this instance currently in the room of `team_id`."""
-        return [s for s in self._by_sid.values() if team_id in s.team_ids]
+        return list(self._by_team.get(team_id, ()))
