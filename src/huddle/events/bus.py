@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -147,9 +149,13 @@ class RedisBus:
     """Events through a Redis stream, so every instance hears every event.
 
     A stream rather than pub/sub: a subscriber that loses its connection
-    resumes from the last entry it read, so a short Redis hiccup loses nothing.
-    Publishing while Redis is down is logged and counted; the events stay in
-    the log, and clients recover them by replay (SPEC §4.4).
+    resumes from the last entry it read, so a Redis blip loses nothing.
+
+    Publishing never waits for Redis: events go to this process's own
+    subscribers at once (so local clients keep working while Redis is down)
+    and into a bounded backlog that a flusher task appends to the stream, in
+    order, retrying until Redis answers. The listener skips entries this
+    process wrote itself.
     """
 
     def __init__(
@@ -158,54 +164,96 @@ class RedisBus:
         *,
         prefix: str = "huddle",
         maxlen: int = 100_000,
+        backlog: int = 100_000,
         last_id: int | None = None,
         fill_gap: GapFiller | None = None,
     ) -> None:
-        self._url = url
         self._stream = f"{prefix}:events"
         self._maxlen = maxlen
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
         )
+        self._origin = uuid.uuid4().hex
         self._handlers: list[Handler] = []
         self._sequencer = Sequencer(self._handlers, last_id=last_id, fill_gap=fill_gap)
-        self._task: asyncio.Task[None] | None = None
+        self._pending: deque[Envelope] = deque(maxlen=backlog)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._healthy = False
+        self._publishing_ok = True
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        return self._healthy and self._publishing_ok
 
     async def publish(self, events: Sequence[Envelope]) -> None:
-        if not events:
-            return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.xadd(
-                        self._stream,
-                        {"e": event.to_json()},
-                        maxlen=self._maxlen,
-                        approximate=True,
-                    )
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            BUS_ERRORS.labels(op="publish").inc()
-            log.warning("bus_publish_failed", error=type(exc).__name__, events=len(events))
+        for event in events:
+            if len(self._pending) == self._pending.maxlen:
+                BUS_ERRORS.labels(op="backlog_full").inc()  # the oldest is dropped
+            self._pending.append(event)
+        self._wake.set()
+        for event in events:
+            await self._sequencer.push(event)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="huddle-redis-bus")
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="huddle-bus-listen"),
+            asyncio.create_task(self._flush(), name="huddle-bus-flush"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._pending:
+            # One last chance for what is queued, bounded so shutdown never hangs.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self._send(list(self._pending))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self._sequencer.close()
         await self._redis.aclose()
+
+    async def _send(self, batch: list[Envelope]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in batch:
+                pipe.xadd(
+                    self._stream,
+                    {"e": event.to_json(), "o": self._origin},
+                    maxlen=self._maxlen,
+                    approximate=True,
+                )
+            await pipe.execute()
+
+    async def _flush(self) -> None:
+        delay = 0.1
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = list(self._pending)[:500]
+            try:
+                await self._send(batch)
+            except (RedisError, OSError) as exc:
+                BUS_ERRORS.labels(op="publish").inc()
+                if self._publishing_ok:
+                    log.warning(
+                        "bus_publish_failed", error=type(exc).__name__, backlog=len(self._pending)
+                    )
+                self._publishing_ok = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            for _ in batch:
+                self._pending.popleft()
+            if not self._publishing_ok:
+                log.info("bus_publish_resumed")
+            self._publishing_ok = True
+            delay = 0.1
 
     async def _listen(self) -> None:
         cursor = "$"
@@ -215,28 +263,21 @@ class RedisBus:
                 if cursor == "$":
                     # Resolve "$" once so a reconnect resumes exactly where we were.
                     info = await self._redis.xinfo_stream(self._stream)
-                    cursor = info["last-generated-id"]
-                    cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+                    cursor = _text(info["last-generated-id"])
+                if not self._healthy:
+                    log.info("bus_redis_connected")
                 self._healthy = True
                 delay = 0.1
                 reply: Any = await self._redis.xread({self._stream: cursor}, block=5000, count=500)
                 for _stream, entries in reply or []:
                     for entry_id, fields in entries:
-                        cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                        raw = fields.get(b"e") or fields.get("e")
-                        if raw is None:
-                            continue
-                        try:
-                            event = Envelope.from_json(raw)
-                        except (ValueError, KeyError, TypeError):
-                            log.warning("bus_message_malformed", entry=cursor)
-                            continue
-                        await self._sequencer.push(event)
+                        cursor = _text(entry_id)
+                        await self._receive(cursor, fields)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 if "no such key" in str(exc).lower():
-                    # The stream does not exist yet: start from the beginning once it does.
+                    # The stream does not exist yet: read it from its start once it does.
                     cursor = "0-0"
                     await asyncio.sleep(0.2)
                     continue
@@ -246,3 +287,21 @@ class RedisBus:
                 self._healthy = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _receive(self, entry: str, fields: dict[Any, Any]) -> None:
+        origin = fields.get(b"o") or fields.get("o")
+        if origin is not None and _text(origin) == self._origin:
+            return  # delivered locally when published
+        raw = fields.get(b"e") or fields.get("e")
+        if raw is None:
+            return
+        try:
+            event = Envelope.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("bus_message_malformed", entry=entry)
+            return
+        await self._sequencer.push(event)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -31,7 +31,7 @@ log = get_logger("huddle.gateway")
 
 NAMESPACE = "/"
 TRANSPORT_CLOSE_AFTER = 5.0
-"""Seconds a disconnected client's transport may take to receive its last packets."""
+"""Seconds a client has to close its connection after being disconnected, before we do."""
 
 
 def team_room(team_id: int) -> str:
@@ -128,12 +128,13 @@ class Hub:
         await self.sio.disconnect(sid, namespace=NAMESPACE)
         if eio_sid is None:
             return
-        # Close the transport too, so a long-polling client's pending request
-        # ends now. Engine.IO's CLOSE goes out after everything queued before it;
-        # a client that stops reading cannot hold this task longer than the limit.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(TRANSPORT_CLOSE_AFTER):
-                await self.sio.eio.disconnect(eio_sid)
+        # A well-behaved client closes its transport when its last namespace is
+        # disconnected. Closing it here at once would be faster, but socket.io's
+        # JS client over long-polling handles a transport CLOSE before the
+        # DISCONNECT that came in the same response, and so would reconnect.
+        await asyncio.sleep(TRANSPORT_CLOSE_AFTER)
+        if eio_sid in self.sio.eio.sockets:
+            await self.sio.eio.disconnect(eio_sid)
 
     # --- rooms and presence --------------------------------------------------
 
