@@ -54,9 +54,13 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
 
     settings = _settings(host=host, port=port)
     bind_port = settings.port if settings.port is not None else default_port
+    try:
+        app = build_app(settings, role)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        typer.echo(f"huddle: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
     log = get_logger("huddle")
     log.info("starting", role=role, host=settings.host, port=bind_port, env=settings.app_env)
-    app = build_app(settings, role)  # type: ignore[arg-type]
     uvicorn.run(
         app,
         host=settings.host,

@@ -83,7 +83,9 @@ async def test_broadcast_publishes_logged_task_events_in_order(bench_app: FastAP
     assert payload["changes"] == ["status"]
     # Written to the event log like any other change, so replay sees them too.
     async with runtime.db.read() as session:
-        logged = await outbox.events_between(session, 0, again["lastEventId"] + 1)
+        logged = await outbox.events_between(
+            session, body["firstEventId"] - 1, again["lastEventId"] + 1
+        )
     assert [e.id for e in logged] == [e.id for e in heard]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -44,6 +45,32 @@ async def test_sigterm_tells_every_socket_to_come_back_later_with_jitter(tmp_pat
         server.stop()
         assert time.monotonic() - started < 10
     assert "Traceback" not in server.log_text(tail=None)
+
+
+async def test_sigterm_is_prompt_with_long_polling_clients(tmp_path: Path) -> None:
+    """Regression: a parked Engine.IO long-poll used to hold shutdown for uvicorn's 10 s."""
+    server = LiveServer(tmp_path / "polls").start()
+    connected = SocketProbe(server.url)
+    left = SocketProbe(server.url)
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            user = await Factory(client).user()
+        for probe in (connected, left):
+            await probe.connect({"token": user.access_token}, transports=["polling"])
+            await probe.next("authenticated")
+        # A client-initiated CLOSE parks the server side of its last poll. (The
+        # python client then waits ~30 s for its own poll: don't wait for it.)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(left.client.disconnect(), 0.5)
+        started = time.monotonic()
+        # uvicorn re-raises the SIGTERM after its graceful shutdown: -15 is a clean exit.
+        assert server.stop() in (0, -signal.SIGTERM)
+        assert time.monotonic() - started < 6, "shutdown waited for a parked long-poll"
+        assert "graceful shutdown exceeded" not in server.log_text(tail=None)
+    finally:
+        await connected.close()
+        await left.close()
+        server.stop()
 
 
 async def test_gateway_alone_degrades_when_the_backend_is_down_then_refreshes(

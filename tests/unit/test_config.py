@@ -55,6 +55,15 @@ def test_production_refuses_bad_settings_with_one_line(
         assert env["JWT_SECRET"] not in result.stderr
 
 
+def test_gateway_without_backend_url_is_one_line(tmp_path: Path) -> None:
+    env = {"APP_ENV": "test", "HUDDLE_DATA_DIR": str(tmp_path), "JWT_SECRET": GOOD_SECRET}
+    result = run_cli(["gateway"], env, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "huddle: configuration error: BACKEND_URL: required for huddle gateway"
+    ]
+
+
 def test_node_env_alias_is_honoured(tmp_path: Path) -> None:
     result = run_cli(
         ["serve"], {"NODE_ENV": "production", "HUDDLE_DATA_DIR": str(tmp_path)}, tmp_path

@@ -33,7 +33,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from huddle.api.app import create_api
 from huddle.config import Settings
@@ -69,8 +69,45 @@ def mount_gateway(settings: Settings, role: str) -> ASGIApp:
         other = _gateway_app(settings, gateway)
     else:
         raise ValueError(f"unknown role {role!r}")
-    app: ASGIApp = socketio.ASGIApp(gateway.sio, other_asgi_app=other)
-    return app
+    return gateway.polls.wrap(socketio.ASGIApp(gateway.sio, other_asgi_app=other))
+
+
+class LongPolls:
+    """Tracks the Engine.IO long-poll GETs in flight, to answer them at shutdown.
+
+    python-engineio (4.15) leaves a poll parked for ping interval + timeout
+    (45 s) when its socket is closed with abort, which happens whenever a
+    client sends CLOSE; uvicorn would then sit out its whole graceful-shutdown
+    timeout. Cancelling the parked request makes engine.io answer it at once
+    (its poll turns cancellation into an empty queue), so shutdown is prompt.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        async def tracked(scope: Scope, receive: Receive, send: Send) -> None:
+            task = asyncio.current_task()
+            if task is None or scope["type"] != "http" or scope.get("method") != "GET":
+                await app(scope, receive, send)
+                return
+            self._tasks.add(task)
+            if self._closing:
+                # Shutting down: answer soon instead of parking for 45 s.
+                asyncio.get_running_loop().call_later(0.5, task.cancel)
+            try:
+                await app(scope, receive, send)
+            finally:
+                self._tasks.discard(task)
+
+        return tracked
+
+    def release(self) -> None:
+        """Answer every parked poll now, and every later one after half a second."""
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
 
 
 def _cors(settings: Settings) -> Any:
@@ -93,6 +130,7 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.polls = LongPolls()
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins=_cors(settings),
@@ -153,6 +191,7 @@ class Gateway:
         log.info("gateway_shutting_down", sockets=told)
         if told:
             await asyncio.sleep(SHUTDOWN_DRAIN)
+        self.polls.release()
 
     # SIGTERM: uvicorn closes every WebSocket as soon as it handles the signal,
     # so the announcement has to happen first. Its handler runs afterwards.
