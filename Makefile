@@ -4,14 +4,38 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fmt bench clean node
+.PHONY: install run test lint fmt bench clean node web browser-deps
 
-install: $(STAMP)
+# The web client (src/huddle/web) takes the official socket.io-client browser
+# bundle from npm, pinned by its committed lock file, into vendor/ (git-ignored).
+WEB := src/huddle/web
+WEB_BUNDLE := $(WEB)/vendor/socket.io.min.js
+BROWSER := tests/browser
+BROWSER_STAMP := $(BROWSER)/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
+
+install: $(STAMP) web
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# Redone only when the lock file changes. Without npm: a warning, and the page
+# runs without live updates (it says so).
+web: $(WEB_BUNDLE)
+
+$(WEB_BUNDLE): $(WEB)/package.json $(WEB)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		set -e; cd $(WEB); \
+		npm ci --no-audit --no-fund --loglevel=error; \
+		mkdir -p vendor; \
+		cp node_modules/socket.io-client/dist/socket.io.min.js \
+		   node_modules/socket.io-client/dist/socket.io.min.js.map vendor/; \
+		echo "web client: socket.io-client $$(node -p 'require("socket.io-client/package.json").version') -> $(WEB_BUNDLE)"; \
+	else \
+		echo "warning: npm (Node.js) not found: the web client's socket.io-client bundle is not installed; the page works without live updates until Node.js is installed and 'make install' is run again" >&2; \
+	fi
 
 run: install
 	$(BIN)/huddle migrate
@@ -29,11 +53,33 @@ fmt: install
 node:
 	@if [ -f tests/interop/package.json ]; then cd tests/interop && npm ci --no-audit --no-fund --loglevel=error; fi
 
-test: install lint node
+# The browser test (tests/browser): Debian's chromium, installed through apt as
+# root when missing, and playwright-core from the committed lock file (no browser
+# download). Where neither can be had the test skips, or fails under
+# HUDDLE_REQUIRE_SERVICES=1.
+browser-deps: $(BROWSER_STAMP)
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			set -e; apt-get update -qq; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+			echo "browser test: installed $$($(CHROMIUM) --version 2>/dev/null)"; \
+		else \
+			echo "warning: $(CHROMIUM) is missing and cannot be installed here (needs root and apt-get): the browser test will skip" >&2; \
+		fi; \
+	fi
+
+$(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		set -e; cd $(BROWSER); npm ci --no-audit --no-fund --loglevel=error; touch node_modules/.installed; \
+	else \
+		echo "warning: npm (Node.js) not found: the browser test will skip" >&2; \
+	fi
+
+test: install lint node browser-deps
 	$(BIN)/pytest -q
 
 bench: install
 	$(BIN)/huddle bench
 
 clean:
-	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache $(WEB)/node_modules $(WEB)/vendor

@@ -151,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="huddle bench",
         description="Benchmark Huddle against the Node.js Socket.IO peer (SPEC §8).",
-        epilog="Sizes default to the full run (or --quick); any option below overrides them.",
+        epilog="Sizes default to the full run (or --quick); the options above override them.",
     )
     p.add_argument("--quick", action="store_true", help="small sizes and 1 round (~1-2 min)")
     p.add_argument("--rounds", type=_positive(50), help="A/B rounds (full: 3)")
@@ -162,25 +162,63 @@ def parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(SCENARIO_KINDS)}",
     )
     p.add_argument("--servers", type=_names(SERVERS), default=SERVERS, help="node,huddle")
-    p.add_argument("--handshake-clients", type=_positive(MAX_CLIENTS))
-    p.add_argument("--reject-clients", type=_positive(MAX_CLIENTS))
+    p.add_argument(
+        "--handshake-clients", type=_positive(MAX_CLIENTS), help="full: 2000, quick: 300"
+    )
+    p.add_argument(
+        "--reject-clients",
+        type=_positive(MAX_CLIENTS),
+        help="expired-token handshakes (full: 2000, quick: 300)",
+    )
     p.add_argument("--rooms", type=_ints, help="fan-out room sizes (full: 100,2000)")
     p.add_argument("--count", type=_positive(10_000), help="events per fan-out round (full: 50)")
-    p.add_argument("--size", type=_positive(65_536), default=300, help="event frame bytes")
-    p.add_argument("--fanout-rounds", type=_positive(100), help="measured rounds per fan-out run")
-    p.add_argument("--broadcast-clients", type=_positive(MAX_CLIENTS))
-    p.add_argument("--broadcast-rounds", type=_positive(100))
+    p.add_argument(
+        "--size",
+        type=_positive(65_536),
+        default=300,
+        help="event frame bytes; a full task makes ~380 at least (default 300)",
+    )
+    p.add_argument(
+        "--fanout-rounds",
+        type=_positive(100),
+        help="measured rounds per fan-out run, after 1 warm-up (full: 3)",
+    )
+    p.add_argument(
+        "--broadcast-clients",
+        type=_positive(MAX_CLIENTS),
+        help="clients of the one-broadcast latency test (full: 2000)",
+    )
+    p.add_argument(
+        "--broadcast-rounds",
+        type=_positive(100),
+        help="single broadcasts measured, after 2 warm-ups (full: 5)",
+    )
     p.add_argument("--idle", type=_ints, help="idle connection counts (full: 2000,5000,10000)")
-    p.add_argument("--compression-clients", type=_positive(MAX_CLIENTS))
-    p.add_argument("--compression-count", type=_positive(10_000))
+    p.add_argument(
+        "--compression-clients",
+        type=_positive(MAX_CLIENTS),
+        help="room of the deflate on/off fan-out (full: 2000)",
+    )
+    p.add_argument(
+        "--compression-count",
+        type=_positive(10_000),
+        help="events per round of the deflate on/off fan-out (full: 10)",
+    )
     p.add_argument(
         "--users",
         type=_positive(MAX_CLIENTS),
         default=100,
         help="distinct users cycled in rooms and idle sockets (default 100; see docs)",
     )
-    p.add_argument("--concurrency", type=_positive(1000), default=50)
-    p.add_argument("--rest-seconds", type=float)
+    p.add_argument(
+        "--concurrency",
+        type=_positive(1000),
+        default=50,
+        help="connection attempts in flight at once (default 50)",
+    )
+    p.add_argument(
+        "--rest-seconds", type=float, help="duration of each REST run (full: 10, quick: 3)"
+    )
     p.add_argument(
         "--settle-ms",
         type=_positive(60_000),
@@ -190,9 +228,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chart", type=Path, help="PNG path (default: the JSON path, .png)")
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead")
-    p.add_argument("--server-cpu", type=int, default=0)
-    p.add_argument("--loadgen-cpu", type=int, default=1)
-    p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU the servers are pinned to")
+    p.add_argument(
+        "--loadgen-cpu",
+        type=int,
+        default=1,
+        help="CPU of the load generator and this harness",
+    )
+    p.add_argument(
+        "--keep-logs", action="store_true", help="keep the servers' logs (path in the JSON)"
+    )
     return p
 
 
@@ -371,6 +416,26 @@ def machine_info() -> dict[str, Any]:
             check=False,
         ).stdout.strip()
     return info
+
+
+def source_version() -> dict[str, Any]:
+    """The commit measured, and whether src/ differed from it (others edit as we run)."""
+    root = peer_driver.BENCH_DIR.parent
+    out: dict[str, Any] = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(root)]
+        head = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        out["commit"] = head.stdout.strip() or None
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--", "src", "bench"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        out["dirty"] = [line[3:] for line in status.stdout.splitlines()]
+    return out
 
 
 def loadavg() -> list[float] | None:
@@ -560,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         "startedAt": _now(),
         "argv": list(argv) if argv is not None else sys.argv[1:],
         "machine": machine_info(),
+        "source": source_version(),
         "loadavgStart": loadavg(),
         "cpus": {"server": harness.server_cpu, "loadgen": harness.loadgen_cpu},
         "sizes": sizes.__dict__ | {"rooms": list(sizes.rooms), "idle": list(sizes.idle)},
@@ -613,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(
         finishedAt=_now(),
         loadavgEnd=loadavg(),
+        sourceEnd=source_version(),
         interrupted=interrupted,
         errors=harness.errors,
         summary=rows,

@@ -28,6 +28,19 @@ log = get_logger("huddle.bus")
 Handler = Callable[[Envelope], Awaitable[None]]
 GapFiller = Callable[[int, int], Awaitable[list[Envelope]]]
 
+STREAM_MAXLEN = 100_000
+"""Entries the Redis stream keeps (approximately); older ones are trimmed."""
+
+
+def stream_key(prefix: str) -> str:
+    """The Redis stream of `RedisBus`.
+
+    Each entry is `{e: <Envelope JSON>, o: <writer id>}`. Besides the buses,
+    the Redis presence store appends `presence_changed` control messages to it
+    from its scripts (`huddle.gateway.presence_redis`).
+    """
+    return f"{prefix}:events"
+
 
 class EventBus(Protocol):
     """Where committed events go, and where the gateway hears them."""
@@ -163,12 +176,12 @@ class RedisBus:
         url: str,
         *,
         prefix: str = "huddle",
-        maxlen: int = 100_000,
+        maxlen: int = STREAM_MAXLEN,
         backlog: int = 100_000,
         last_id: int | None = None,
         fill_gap: GapFiller | None = None,
     ) -> None:
-        self._stream = f"{prefix}:events"
+        self._stream = stream_key(prefix)
         self._maxlen = maxlen
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15

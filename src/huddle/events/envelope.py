@@ -54,3 +54,7 @@ class Envelope:
 
 # Control message types: not in the event log, never replayed.
 SESSIONS_REVOKED = "sessions_revoked"
+PRESENCE_CHANGED = "presence_changed"
+"""`{userId, online, teamIds}`: a cluster-wide presence transition; written by the
+Redis presence store's scripts, emitted by every gateway as one `presence_changed`
+per team."""

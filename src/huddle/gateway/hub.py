@@ -4,6 +4,11 @@
 `user:<id>` and `team:<id>`; a session's `team_ids` mirrors the team rooms it
 is in, so presence and the relay never have to ask python-socketio.
 
+Presence: entering and leaving team rooms updates this instance's counts
+(`presence.local`); a flip is handed to the presence store (`announce`), which
+either asks the hub to emit `presence_changed` to its own room or has every
+instance emit it (`emit_presence`, from the relay) — see `presence.py`.
+
 Ending a socket is two steps: `terminate` marks it closed and takes it out of
 every room at once (so it receives nothing more), then a task sends the
 Socket.IO disconnect after the current handler has returned — whatever the
@@ -22,7 +27,7 @@ from huddle.config import Settings
 from huddle.errors import HuddleError, RateLimited
 from huddle.gateway import payloads
 from huddle.gateway.fanout import Fanout
-from huddle.gateway.presence import Presence
+from huddle.gateway.presence import PresenceStore, create_presence_store
 from huddle.gateway.session import SessionRegistry, SocketSession, State
 from huddle.logging import get_logger
 from huddle.metrics import AUTH_ERRORS, SOCKETS_AUTHENTICATED
@@ -43,12 +48,12 @@ def user_room(user_id: int) -> str:
 
 
 class Hub:
-    def __init__(self, sio: Any, settings: Settings) -> None:
+    def __init__(self, sio: Any, settings: Settings, presence: PresenceStore | None = None) -> None:
         self.sio = sio
         self.settings = settings
         self.fanout = Fanout(sio)
         self.sessions = SessionRegistry()
-        self.presence = Presence()
+        self.presence = presence if presence is not None else create_presence_store(settings)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- background work ---------------------------------------------------
@@ -154,7 +159,7 @@ class Hub:
         if not await self._enter(session.sid, team_room(team_id)):
             return False
         self.sessions.joined_team(session, team_id)
-        came_online = self.presence.join(team_id, session.user_id)
+        came_online = self.presence.local.join(team_id, session.user_id)
         if came_online and announce:
             await self.announce(team_id, session.user_id, online=True)
         return came_online
@@ -169,9 +174,12 @@ class Hub:
         await self.sio.leave_room(session.sid, team_room(team_id), namespace=NAMESPACE)
         if session.user_id is None:
             return False
-        went_offline = self.presence.leave(team_id, session.user_id)
-        if went_offline and announce:
-            await self.announce(team_id, session.user_id, online=False)
+        went_offline = self.presence.local.leave(team_id, session.user_id)
+        if went_offline:
+            if announce:
+                await self.announce(team_id, session.user_id, online=False)
+            else:
+                self.presence.changed(team_id, session.user_id, quiet=True)
         return went_offline
 
     async def set_teams(self, session: SocketSession, team_ids: Iterable[int]) -> None:
@@ -190,7 +198,24 @@ class Hub:
             await self.sio.leave_room(session.sid, user_room(session.user_id), namespace=NAMESPACE)
 
     async def announce(self, team_id: int, user_id: int, *, online: bool) -> None:
-        """`presence_changed {teamId, userId, online}` to the team's room."""
+        """This instance's presence of a user in a team flipped: tell the store, and maybe the room.
+
+        By the time this runs the user may have flipped back (a socket closed
+        meanwhile); the local room then hears nothing, and the store reads the
+        counts as they are now.
+        """
+        if self.presence.changed(team_id, user_id) and (
+            self.presence.local.is_online(team_id, user_id) == online
+        ):
+            await self.emit_presence(team_id, user_id, online=online)
+
+    def forget_team(self, team_id: int) -> None:
+        """A deleted team: drop its presence without announcing anything."""
+        for user_id in self.presence.local.drop_team(team_id):
+            self.presence.changed(team_id, user_id, quiet=True)
+
+    async def emit_presence(self, team_id: int, user_id: int, *, online: bool) -> None:
+        """`presence_changed {teamId, userId, online}` to the team's room on this instance."""
         await self.fanout.room(
             team_room(team_id),
             "presence_changed",

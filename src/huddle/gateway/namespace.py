@@ -246,7 +246,7 @@ class GatewayNamespace:
         self._require_authenticated(session)
         if team_id not in session.team_ids:
             raise NotFound("Team not found.")
-        return {"teamId": team_id, "online": self.hub.presence.online(team_id)}
+        return {"teamId": team_id, "online": await self.hub.presence.online(team_id)}
 
     async def _on_resume(self, session: SocketSession, args: tuple[Any, ...]) -> Any:
         after = payloads.last_event_id(args, "resume")

@@ -13,7 +13,8 @@ starts. Membership events move sockets between rooms around their emit:
 A socket that is syncing (authenticating or replaying) is skipped by every
 room emit and holds the event instead; `apply` later delivers it to that one
 socket with the same rules. Control messages (no event id) are not team
-events: `sessions_revoked` disconnects the user's sockets.
+events: `sessions_revoked` disconnects the user's sockets; `presence_changed`
+(from the Redis presence store) goes to the named teams' rooms here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from huddle.events.envelope import SESSIONS_REVOKED, Envelope
+from huddle.events.envelope import PRESENCE_CHANGED, SESSIONS_REVOKED, Envelope
 from huddle.gateway.hub import Hub, team_room
 from huddle.gateway.session import SocketSession
 from huddle.gateway.userdata import UserDataSource
@@ -91,7 +92,7 @@ class EventRelay:
             for session in hub.sessions.in_team(event.team_id):
                 if not session.syncing:
                     await hub.leave_team(session, event.team_id, announce=False)
-            hub.presence.drop_team(event.team_id)
+            hub.forget_team(event.team_id)
         else:
             await hub.fanout.room(room, event.type, event.payload, skip=skip)
         EVENTS_EMITTED.labels(type=event.type).inc()
@@ -148,6 +149,9 @@ class EventRelay:
         return users
 
     async def _control(self, event: Envelope) -> None:
+        if event.type == PRESENCE_CHANGED:
+            await self._presence(event)
+            return
         if event.type != SESSIONS_REVOKED:
             return
         try:
@@ -158,6 +162,17 @@ class EventRelay:
             return
         self._source.invalidate(user_id)
         await self._on_revoked(user_id, revoked_at)
+
+    async def _presence(self, event: Envelope) -> None:
+        try:
+            user_id = int(event.payload["userId"])
+            online = event.payload["online"] is True
+            team_ids = [int(team_id) for team_id in event.payload["teamIds"]]
+        except (KeyError, TypeError, ValueError):
+            log.warning("control_message_malformed", type=event.type)
+            return
+        for team_id in team_ids:
+            await self._hub.emit_presence(team_id, user_id, online=online)
 
 
 def _observe_latency(payload: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """The real-time gateway as an ASGI app: python-socketio's AsyncServer and its lifecycle.
 
 `mount_gateway(settings, role)`:
-- `serve`: Socket.IO at `/socket.io/`, everything else to the REST API. The
+- `serve`: Socket.IO at `/socket.io/`, the web client at `/` and `/web/`
+  (`huddle.web`), everything else to the REST API. The
   API's lifespan builds the Runtime; the gateway starts from it (same bus,
   token service, rate-limit store, and the in-process user-data source).
 - `gateway`: no database. A small app answers `/healthz`, `/readyz` and
@@ -39,7 +40,7 @@ from huddle.api.app import create_api
 from huddle.config import Settings
 from huddle.errors import ConfigError
 from huddle.events import outbox
-from huddle.events.bus import EventBus, InProcessBus, RedisBus
+from huddle.events.bus import EventBus, InProcessBus, RedisBus, stream_key
 from huddle.events.envelope import Envelope
 from huddle.gateway.hub import Hub
 from huddle.gateway.namespace import GatewayNamespace
@@ -49,11 +50,14 @@ from huddle.runtime import Runtime
 from huddle.security.buckets import BucketStore
 from huddle.security.ratelimit import ConnectionLimiter, create_bucket_store
 from huddle.security.tokens import TokenService
+from huddle.web import mount_web_client
 
 log = get_logger("huddle.gateway")
 
 SHUTDOWN_DRAIN = 1.0
 """Seconds between `server_shutdown` and letting the server close the sockets."""
+STREAM_HEAD_PAGE, STREAM_HEAD_PAGES = 500, 20
+"""How far back `_stream_head` looks for the newest logged event: 10,000 entries."""
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -157,6 +161,7 @@ class Gateway:
     ) -> None:
         self.source = source
         await source.start()
+        await self.hub.presence.start()
         namespace = GatewayNamespace(
             self.hub,
             self.settings,
@@ -182,6 +187,7 @@ class Gateway:
         if self.source is not None:
             await self.source.stop()
         await self.sio.shutdown()
+        await self.hub.presence.stop()
 
     async def announce_shutdown(self) -> None:
         """`server_shutdown` to every socket, then a moment for it to leave."""
@@ -248,7 +254,9 @@ def _serve_api(settings: Settings, gateway: Gateway) -> FastAPI:
     async def stop(runtime: Runtime) -> None:
         await gateway.stop()
 
-    return create_api(settings, on_start=[start], on_stop=[stop])
+    app = create_api(settings, on_start=[start], on_stop=[stop])
+    mount_web_client(app)  # SPEC §7: the web client is served by `huddle serve` only
+    return app
 
 
 async def _log_head(runtime: Runtime) -> int | None:
@@ -346,12 +354,20 @@ async def _stream_head(settings: Settings) -> int | None:
         return None
     client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
     try:
-        # The stream RedisBus writes to (huddle.events.bus).
-        entries: Any = await client.xrevrange(f"{settings.redis_prefix}:events", count=1)
-        for _entry_id, fields in entries or []:
-            raw = fields.get(b"e") or fields.get("e")
-            if raw is not None:
-                return Envelope.from_json(raw).id
+        # Newest first, past control messages (no id: presence, revocations).
+        newest = "+"
+        for _page in range(STREAM_HEAD_PAGES):
+            entries: Any = await client.xrevrange(
+                stream_key(settings.redis_prefix), max=newest, count=STREAM_HEAD_PAGE
+            )
+            for entry_id, fields in entries or []:
+                raw = fields.get(b"e") or fields.get("e")
+                event_id = Envelope.from_json(raw).id if raw is not None else None
+                if event_id is not None:
+                    return event_id
+                newest = "(" + (entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+            if len(entries or []) < STREAM_HEAD_PAGE:
+                break
     except (RedisError, OSError, ValueError, KeyError) as exc:
         log.warning("event_stream_head_unavailable", error=type(exc).__name__)
     finally:

@@ -1,0 +1,333 @@
+"""The web client (SPEC §7) in a real browser against a real `huddle serve`.
+
+User A works in the page (Debian's chromium, driven by playwright-core from
+`drive.js`); user B acts through the REST API. What a user would notice:
+
+- A logs in, lands on the team's board, and the connection badge reads
+  "connected"; the tokens stay out of the URL.
+- A task created in A's dialog exists on the server with what A chose; tasks
+  B creates or moves over REST appear in the right column of A's board live.
+- A's edit of a task B changed meanwhile answers 409 VERSION_CONFLICT, and the
+  dialog shows B's version instead of silently overwriting it.
+- The access token expires soon after each login here (short JWT_ACCESS_TTL),
+  so the page refreshes silently on the socket ("refreshing token", then
+  "connected" again) and stores the rotated pair; and a page reopened with an
+  expired access token renews it over REST and carries on.
+- A title full of markup is shown as text; nothing in it runs.
+- Without the socket.io-client bundle, the page says so.
+
+Prerequisites, installed by `make browser-deps` (`make test` runs it):
+/usr/bin/chromium (apt) and playwright-core (`npm ci` here). Without them the
+test skips, or fails when HUDDLE_REQUIRE_SERVICES=1. The screenshot is written
+to tests/browser/artifacts/web-client.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import pytest
+
+from huddle.web import BUNDLE
+from tests.factories import PASSWORD, Factory
+from tests.gateway.live import LiveServer, mint_token
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "drive.js"
+PLAYWRIGHT_PACKAGE = HERE / "node_modules" / "playwright-core" / "package.json"
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = HERE / "artifacts"
+SCREENSHOT = ARTIFACTS / "web-client.png"
+REQUIRE_SERVICES = os.environ.get("HUDDLE_REQUIRE_SERVICES") == "1"
+NODE_TIMEOUT_S = 60.0
+DRIVER_DEADLINE_MS = 50_000
+MIN_NODE = 20
+
+# Tokens live 30 s and `token_expiring` comes 26 s before expiry: a silent
+# refresh on the socket about every 4 s while the test runs.
+ACCESS_TTL_S = 30
+EXPIRY_WARNING_S = 26
+REFRESH_WITHIN_MS = 15_000
+# The expiry scenario: tokens of 5 s, so the socket's runs out while the page is open.
+SHORT_TTL_S = 5
+
+
+class Secrets(dict[str, Any]):
+    """The driver's configuration (tokens among it): never shown in a traceback."""
+
+    def __repr__(self) -> str:
+        return f"Secrets({', '.join(self)})"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (HUDDLE_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _node() -> str:
+    """The node executable with the pinned playwright-core; LookupError says what is missing."""
+    node = shutil.which("node")
+    if node is None:
+        raise LookupError("Node.js is not installed (`node` is not on PATH)")
+    try:
+        version = subprocess.run(
+            [node, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LookupError(f"`node --version` failed: {exc!r}") from None
+    match = re.match(r"v(\d+)\.", version)
+    if match is None or int(match.group(1)) < MIN_NODE:
+        raise LookupError(f"Node.js >= {MIN_NODE} is needed, found {version!r}")
+    wanted = json.loads((HERE / "package.json").read_text())["dependencies"]["playwright-core"]
+    try:
+        installed = json.loads(PLAYWRIGHT_PACKAGE.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        raise LookupError(
+            "playwright-core is not installed in tests/browser: run `make browser-deps`"
+        ) from None
+    if installed != wanted:
+        raise LookupError(
+            f"tests/browser has playwright-core {installed}, package.json pins {wanted}: "
+            "run `make browser-deps`"
+        )
+    return node
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    try:
+        executable = _node()
+    except LookupError as missing:
+        _unavailable(str(missing))
+    if not os.access(CHROMIUM, os.X_OK):
+        _unavailable(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
+    if not BUNDLE.is_file():
+        _unavailable("the web client's socket.io-client bundle is missing: run `make install`")
+    return executable
+
+
+@pytest.fixture
+def server(tmp_path: Path, node: str) -> Iterator[LiveServer]:
+    env = {
+        "JWT_ACCESS_TTL": str(ACCESS_TTL_S),
+        "TOKEN_EXPIRY_WARNING": str(EXPIRY_WARNING_S),
+        "JWT_LEEWAY": "0",
+    }
+    with LiveServer(tmp_path, env=env) as live:
+        yield live
+
+
+@pytest.fixture
+def expiring_server(tmp_path: Path, node: str) -> Iterator[LiveServer]:
+    """Access tokens of a few seconds and no `token_expiring`: sockets see TOKEN_EXPIRED."""
+    env = {"JWT_ACCESS_TTL": str(SHORT_TTL_S), "TOKEN_EXPIRY_WARNING": "0", "JWT_LEEWAY": "0"}
+    with LiveServer(tmp_path, env=env) as live:
+        yield live
+
+
+@asynccontextmanager
+async def factory_for(server: LiveServer) -> AsyncIterator[Factory]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield Factory(client)
+
+
+async def drive(node: str, server: LiveServer, config: Secrets) -> dict[str, Any]:
+    """Run drive.js and return its observations (it never prints a token)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HUDDLE_BROWSER")}
+    env["HUDDLE_BROWSER"] = json.dumps(config)
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [node, str(DRIVER)],
+            cwd=HERE,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=NODE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"drive.js did not finish in {NODE_TIMEOUT_S}s\nstderr: {str(exc.stderr or '')[-2000:]}"
+            f"\nserver log:\n{server.log_text(tail=3000)}",
+            pytrace=False,
+        )
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    try:
+        report: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        report = {"ok": False, "error": f"no JSON line on stdout: {done.stdout[-2000:]!r}"}
+    if done.returncode != 0 or not report.get("ok"):
+        pytest.fail(
+            f"drive.js failed (exit {done.returncode}):\n"
+            f"{json.dumps({k: v for k, v in report.items() if k != 'ok'}, indent=1)[-6000:]}\n"
+            f"stderr: {done.stderr[-2000:]}\nserver log:\n{server.log_text(tail=3000)}",
+            pytrace=False,
+        )
+    result: dict[str, Any] = report["result"]
+    return result
+
+
+async def test_board_works_and_shows_other_members_changes_live(
+    node: str, server: LiveServer
+) -> None:
+    async with factory_for(server) as factory:
+        a = await factory.user(name="Ada Lovelace")
+        b = await factory.user(name="Grace Hopper")
+        team = await factory.team(a, name="Launch crew")
+        await factory.member(team["id"], a, b)
+        seeded = await factory.task(team["id"], b, title="Draft the release notes")
+        spare = await factory.login(a.email)  # a second session, for the reopened page
+    titles = {
+        "byA": "Book the launch venue",
+        "byB": "Review the launch checklist",
+        "renamedByB": "Review the launch checklist (v2)",
+        "markup": '<img src=x onerror="window.__xss=1"><b>bold?</b>',
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    SCREENSHOT.unlink(missing_ok=True)
+    config = Secrets(
+        scenario="board",
+        url=server.url,
+        chromium=str(CHROMIUM),
+        screenshot=str(SCREENSHOT),
+        deadlineMs=DRIVER_DEADLINE_MS,
+        refreshWithinMs=REFRESH_WITHIN_MS,
+        teamId=team["id"],
+        teamName=team["name"],
+        seededTitle=seeded["title"],
+        titles=titles,
+        a={
+            "id": a.id,
+            "email": a.email,
+            "password": PASSWORD,
+            "expiredToken": mint_token(a.id, ttl=-120),
+            "spareRefreshToken": spare["refresh_token"],
+        },
+        b={"id": b.id, "token": b.access_token},
+    )
+
+    result = await drive(node, server, config)
+
+    # Logged in, on the team's board, live; no token in the address bar.
+    assert result["heading"] == "Launch crew"
+    assert result["teamCurrent"] == "page"
+    assert result["seededVisible"] == 1
+    assert result["urlAfterLogin"] == f"{server.url}/"
+    assert result["loginStored"] == {"access": True, "refresh": True}
+
+    # The task made in the dialog is on the server as chosen there.
+    created = result["createdByAServer"]
+    assert created["priority"] == "high"
+    assert created["assigneeId"] == b.id
+    assert created["createdBy"] == a.id
+    assert "high" in result["createdByA"]["meta"].lower()
+    assert "Grace Hopper" in result["createdByA"]["meta"]
+
+    # B's REST changes reached A's board live.
+    assert result["liveCreateMs"] < 5000
+    assert result["liveMoveSeen"] is True
+
+    # The conflicting edit showed B's version, then A's retry landed on it.
+    assert "changed this task" in result["conflict"]["message"]
+    assert result["conflict"]["titleShown"] == titles["renamedByB"]
+    assert result["conflict"]["priorityShown"] == "urgent"
+    assert result["afterConflict"]["title"] == titles["renamedByB"]
+    assert result["afterConflict"]["priority"] == "low"
+    assert result["afterConflict"]["version"] == 3
+
+    # Presence, and silent refreshes on the socket with the rotated pair stored.
+    assert result["onlineAvatars"] >= 1
+    assert "refreshing token" in result["badgeHistory"]
+    assert result["badgeHistory"][-1] == "connected"
+    assert result["rotated"] == {"access": True, "refresh": True}
+    assert result["badgeText"] == "connected"
+    assert result["loginVisibleAtEnd"] is False
+    assert isinstance(result["lastEventId"], int)
+
+    # Markup in data is text.
+    assert result["markup"] == {"text": titles["markup"], "injected": 0, "ran": False}
+
+    # A page reopened with an expired access token renewed it over REST.
+    assert result["resumed"] == {
+        "accessChanged": True,
+        "refreshChanged": True,
+        "loginVisible": False,
+        "badge": "connected",
+    }
+
+    # No bundle: a clear message instead of silence.
+    assert "socket.io-client" in result["noBundle"]["banner"]
+    assert "make install" in result["noBundle"]["banner"]
+    assert result["noBundle"]["badge"] == "offline"
+    assert result["noBundle"]["loginVisible"] is True
+
+    # Nothing went wrong in the page. Chromium logs every failed request; the
+    # 409 of the conflict and the 401 of the expired token were the point.
+    assert result["pageErrors"] == []
+    expected = re.compile(r"^Failed to load resource: .* status of (401|409) ")
+    errors = [
+        c for c in result["console"] if c["type"] == "error" and not expected.match(c["text"])
+    ]
+    assert errors == [], errors
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+async def test_an_expired_token_is_refreshed_on_the_same_socket_without_a_login(
+    node: str, expiring_server: LiveServer
+) -> None:
+    """No `token_expiring` here: the gateway's TOKEN_EXPIRED is what the page acts on."""
+    server = expiring_server
+    async with factory_for(server) as factory:
+        a = await factory.user(name="Ada Lovelace")
+        b = await factory.user(name="Grace Hopper")
+        team = await factory.team(a, name="Night shift")
+        await factory.member(team["id"], a, b)
+        # B's token must outlive the scenario: one signed like the server's, for 10 minutes.
+        b_token = mint_token(b.id, ttl=600)
+    titles = {"byB": "Rotate the on-call pager", "byA": "Write the handover note"}
+    config = Secrets(
+        scenario="expiry",
+        url=server.url,
+        chromium=str(CHROMIUM),
+        deadlineMs=DRIVER_DEADLINE_MS,
+        expireWithinMs=(SHORT_TTL_S + 6) * 1000,
+        ttlMs=SHORT_TTL_S * 1000 + 500,
+        teamId=team["id"],
+        titles=titles,
+        a={"id": a.id, "email": a.email, "password": PASSWORD},
+        b={"id": b.id, "token": b_token},
+    )
+
+    result = await drive(node, server, config)
+
+    received = [f for f in result["frames"] if f["dir"] == "in"]
+    names = [f["name"] for f in received]
+    expired_at = next(i for i, f in enumerate(received) if f.get("code") == "TOKEN_EXPIRED")
+    # TOKEN_EXPIRED, then the refresh on the same socket, then a fresh authentication.
+    assert "token_expiring" not in names
+    sent_after = [
+        f["name"]
+        for f in result["frames"][result["frames"].index(received[expired_at]) :]
+        if f["dir"] == "out"
+    ]
+    assert sent_after[:1] == ["refresh_token"]
+    assert names[expired_at + 1 : expired_at + 3] == ["token_refreshed", "authenticated"]
+    assert result["websockets"] == {"main": 1}  # never reconnected
+    assert "refreshing token" in result["badgeHistory"]
+    assert result["badgeHistory"][-1] == "connected"
+    assert result["rotated"] == {"access": True, "refresh": True}
+    assert result["loginVisibleAtEnd"] is False
+    assert result["pageErrors"] == []
