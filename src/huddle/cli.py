@@ -51,6 +51,7 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
     import uvicorn
 
     from huddle.app import build_app
+    from huddle.gateway.transport import FastWebSocketProtocol
 
     settings = _settings(host=host, port=port)
     bind_port = settings.port if settings.port is not None else default_port
@@ -67,7 +68,9 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         port=bind_port,
         log_config=None,
         access_log=False,
-        ws="websockets-sansio",
+        # uvicorn's sans-I/O WebSocket protocol, extended with the shared-frame
+        # write path of the gateway's broadcasts (gateway/transport.py).
+        ws=FastWebSocketProtocol,
         ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_payload + 1024,
         proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     event_retention_hours: float = Field(24, gt=0)
     backend_timeout: float = Field(2, gt=0)
     ws_compression: bool = False
+    # How room broadcasts are written: "fast" (encode once, shared frames,
+    # coalesced writes; see gateway/manager.py) or python-socketio's "stock" path.
+    gateway_fanout: Literal["fast", "stock"] = "fast"
     max_payload: int = Field(65_536, gt=0)
 
     max_connections_per_ip: int = Field(10, gt=0)

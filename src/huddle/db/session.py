@@ -32,6 +32,11 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         extra: dict[str, Any] = {}
         if settings.sqlite_driver == "inline":
             extra["module"] = sqlite_inline.dbapi()
+            # With a checkout timeout SQLAlchemy waits on the pool through
+            # asyncio.wait_for, a new task and a loop turn per checkout, even when
+            # a connection is free. Inline units never interleave, so the pool is
+            # never drained for long; wait without a timeout instead.
+            extra["pool_timeout"] = None
         engine = create_async_engine(url, connect_args={"timeout": 5}, **extra)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -43,6 +43,7 @@ from huddle.events import outbox
 from huddle.events.bus import EventBus, InProcessBus, RedisBus, stream_key
 from huddle.events.envelope import Envelope
 from huddle.gateway.hub import Hub
+from huddle.gateway.manager import FastManager
 from huddle.gateway.namespace import GatewayNamespace
 from huddle.gateway.userdata import UserDataSource
 from huddle.logging import get_logger
@@ -140,6 +141,9 @@ class Gateway:
             cors_allowed_origins=_cors(settings),
             max_http_buffer_size=settings.max_payload,
             always_connect=True,  # accept, then say what is wrong (SPEC §4.1)
+            # Encode-once broadcasts without a task per recipient (see manager.py);
+            # GATEWAY_FANOUT=stock keeps python-socketio's own, for comparison.
+            client_manager=FastManager() if settings.gateway_fanout == "fast" else None,
             # Through the standard loggers (structlog renders them), not handlers of their own.
             logger=logging.getLogger("socketio.server"),
             engineio_logger=logging.getLogger("engineio.server"),

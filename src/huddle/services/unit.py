@@ -70,14 +70,17 @@ class Database:
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
         """A transaction; commits on success, then publishes its events in order."""
+        session = self.sessionmaker()
         try:
-            async with self.sessionmaker() as session, session.begin():
+            async with session.begin():
                 unit = Unit(session)
                 yield unit
         except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
             if is_unavailable(exc):
                 raise DatabaseUnavailable() from exc
             raise
+        finally:
+            await _close(session)
         for event in unit.events:
             EVENTS_WRITTEN.labels(type=event.type).inc()
         if unit.events:
@@ -86,10 +89,24 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only session (no commit)."""
+        session = self.sessionmaker()
         try:
-            async with self.sessionmaker() as session:
-                yield session
+            yield session
         except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
             if is_unavailable(exc):
                 raise DatabaseUnavailable() from exc
             raise
+        finally:
+            await _close(session)
+
+
+async def _close(session: AsyncSession) -> None:
+    """Close a session directly.
+
+    `async with AsyncSession` closes through a new task (SQLAlchemy shields the
+    close from cancellation), which costs a task and loop turns on every unit of
+    work, on the hottest paths we have. Closing in `finally` returns the
+    connection all the same; a close interrupted by cancellation is the pool's
+    to clean up, as on any other cancelled checkout.
+    """
+    await session.close()

@@ -195,6 +195,11 @@ export class Live {
 
   /** Emit with an acknowledgement; resolves to `data`, rejects with an ApiError. */
   #ask(event, payload) {
+    if (!this.#socket?.connected) {
+      // socket.io would buffer the message and send it after a reconnect: a
+      // refresh token sent that late may already be spent, which revokes the family.
+      return Promise.reject(new ApiError(0, "NOT_CONNECTED", "Not connected."));
+    }
     return new Promise((resolve, reject) => {
       this.#socket.timeout(ACK_TIMEOUT_MS).emit(event, payload, (timedOut, ack) => {
         if (timedOut) {

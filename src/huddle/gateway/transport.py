@@ -1,0 +1,160 @@
+"""uvicorn's WebSocket protocol with a shared-frame, coalesced write path.
+
+Why: python-socketio and ASGI send one message at a time, and each message on
+each socket costs an ASGI send, a frame build and a kernel write. A room
+broadcast to N sockets can instead build its WebSocket frame once (see
+`manager.FastManager`) and hand the same bytes to every connection, and a
+connection can join every frame queued during one event-loop turn into a
+single `transport.write`. ASGI has no way to share a frame, so this is a
+subclass of uvicorn's sans-I/O protocol (selected through uvicorn's `ws=`
+option) that offers one more operation, `push(frame)`, to the broadcast path.
+
+Invariants:
+- Order per connection: ordinary ASGI sends are buffered into the same queue
+  as pushed frames, so everything leaves in the order it was handed over. The
+  manager pushes only when the engine.io socket has nothing older queued.
+- No compression: a connection that negotiated permessage-deflate is never
+  offered shared frames (they would have to be compressed per connection).
+- Backpressure: while the transport is paused (its buffer above the high-water
+  mark) the fast path is off and engine.io's own queue waits; a peer whose
+  unsent bytes pass `MAX_BUFFERED` is disconnected instead of being buffered
+  without limit.
+
+The connection learns its Engine.IO session id from the upgrade request's
+`sid` query parameter, or from the Engine.IO OPEN packet (`0{"sid":…}`) it
+sends on a direct WebSocket connection, and registers under it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+from huddle.logging import get_logger
+
+log = get_logger("huddle.gateway.transport")
+
+MAX_BUFFERED = 8 * 1024 * 1024
+"""Unsent bytes after which a slow peer is disconnected (8 MiB)."""
+
+_by_sid: dict[str, FastWebSocketProtocol] = {}
+
+
+def connection_for(eio_sid: str) -> FastWebSocketProtocol | None:
+    """The open connection carrying this Engine.IO session over WebSocket, if any."""
+    return _by_sid.get(eio_sid)
+
+
+def open_connections() -> int:
+    return len(_by_sid)
+
+
+class FastWebSocketProtocol(WebSocketsSansIOProtocol):
+    """A uvicorn WebSocket protocol whose writes can be shared and coalesced."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
+        self._eio_sid: str | None = None
+
+    # --- the fast path ----------------------------------------------------
+
+    @property
+    def accepts_shared_frames(self) -> bool:
+        """True when a pre-built, uncompressed frame may be pushed now."""
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.writable.is_set()
+            and not self.conn.extensions
+        )
+
+    def push(self, frame: bytes) -> None:
+        """Queue a complete WebSocket frame; written with the rest of this loop turn's."""
+        self._pending.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        if self.disconnected or self.transport.is_closing():
+            return
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > MAX_BUFFERED:
+            log.warning("slow_consumer_disconnected", sid=self._eio_sid)
+            self.transport.abort()
+
+    # --- uvicorn hooks ----------------------------------------------------
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            query = parse_qs(scope["query_string"].decode("latin-1"))
+            sid = (query.get("sid") or [None])[0]
+            if sid:
+                self._register(sid)
+
+    async def send(self, message: ASGISendEvent) -> None:
+        kind = message["type"]
+        if (
+            kind == "websocket.send"
+            and self.handshake_complete
+            and self.initial_response is None
+            and not self.close_sent
+            and not self.disconnected
+        ):
+            await self.writable.wait()
+            if self.disconnected:
+                await super().send(message)  # raises ClientDisconnected, as uvicorn does
+                return
+            text = message.get("text")
+            data = message.get("bytes")
+            if isinstance(text, str):
+                if self._eio_sid is None and text.startswith("0{"):
+                    self._sniff_sid(text)
+                self.conn.send_text(text.encode())
+            elif isinstance(data, bytes | bytearray):
+                self.conn.send_binary(data)
+            for chunk in self.conn.data_to_send():
+                self.push(chunk)
+            return
+        if kind == "websocket.close":
+            self._flush()  # what was sent before the close goes before it
+        await super().send(message)
+
+    def shutdown(self) -> None:
+        self._flush()
+        super().shutdown()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._eio_sid is not None and _by_sid.get(self._eio_sid) is self:
+            del _by_sid[self._eio_sid]
+        self._pending.clear()
+        super().connection_lost(exc)
+
+    # --- registration -------------------------------------------------------
+
+    def _sniff_sid(self, text: str) -> None:
+        try:
+            sid = json.loads(text[1:]).get("sid")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(sid, str):
+            self._register(sid)
+
+    def _register(self, sid: str) -> None:
+        self._eio_sid = sid
+        _by_sid[sid] = self
