@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -147,6 +148,15 @@ def _positive(upper: int) -> Any:
     return parse
 
 
+def _assignment(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.replace("_", "").isalnum() or not name.isupper():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE with an upper-case name, got {text!r}"
+        )
+    return name, value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="huddle bench",
@@ -228,6 +238,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chart", type=Path, help="PNG path (default: the JSON path, .png)")
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead")
+    p.add_argument(
+        "--huddle-env",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Huddle setting for its servers (repeatable), e.g. to compare code paths",
+    )
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the servers are pinned to")
     p.add_argument(
         "--loadgen-cpu",
@@ -349,6 +367,10 @@ def build_scenarios(kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace
     return out
 
 
+def with_huddle_env(scenarios: list[Scenario], env: Sequence[tuple[str, str]]) -> list[Scenario]:
+    return [replace(s, huddle_env=tuple(env)) for s in scenarios] if env else scenarios
+
+
 def scenario_json(s: Scenario) -> dict[str, Any]:
     return {
         "key": s.key,
@@ -418,10 +440,31 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def source_version() -> dict[str, Any]:
-    """The commit measured, and whether src/ differed from it (others edit as we run)."""
+def code_hash() -> str:
+    """A hash of the code the servers and the load generator run: src/huddle, peer, loadgen."""
     root = peer_driver.BENCH_DIR.parent
-    out: dict[str, Any] = {}
+    digest = hashlib.sha256()
+    for folder, pattern in (
+        (root / "src" / "huddle", "*.py"),
+        (peer_driver.BENCH_DIR / "peer", "*.js"),
+        (peer_driver.BENCH_DIR / "loadgen", "*.js"),
+    ):
+        for path in sorted(folder.rglob(pattern)):
+            with contextlib.suppress(OSError):
+                digest.update(str(path.relative_to(root)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def source_version() -> dict[str, Any]:
+    """The commit measured, what differed from it, and a hash of the code actually run.
+
+    Others may edit the tree while a run goes on: comparing the hash at the
+    start and the end (and each measurement's) tells whether every round
+    measured the same code.
+    """
+    root = peer_driver.BENCH_DIR.parent
+    out: dict[str, Any] = {"codeHash": code_hash()}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         git = ["git", "-C", str(root)]
         head = subprocess.run(
@@ -483,6 +526,7 @@ class Harness:
             "kind": scenario.kind,
             "server": server_name,
             "startedAt": _now(),
+            "codeHash": code_hash(),
         }
         server: Running | None = None
         try:
@@ -520,6 +564,7 @@ class Harness:
             "kind": "rest",
             "server": "huddle",
             "startedAt": _now(),
+            "codeHash": code_hash(),
         }
         try:
             raw = rest.run(seconds, 32, 20, self.server_cpu or 0, self.loadgen_cpu or 0)
@@ -597,18 +642,41 @@ def _progress(console: Console, enabled: bool, total: int) -> Iterator[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     sizes = resolve_sizes(args)
     console = Console(stderr=True)
-    out_console = Console()
-    if not out_console.is_terminal:
-        out_console = Console(width=170)  # a file or pipe: room for the whole table
-    kinds = tuple(args.scenarios)
-    scenarios = build_scenarios(kinds, sizes, args)
+    scenarios = with_huddle_env(build_scenarios(args.scenarios, sizes, args), args.huddle_env)
     server_names: tuple[ServerName, ...] = tuple(args.servers)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_path: Path = args.out or RESULTS_DIR / f"{stamp}.json"
     chart_path: Path = args.chart or out_path.with_suffix(".png")
 
+    saved_environ = dict(os.environ)
+    saved_affinity = os.sched_getaffinity(0)
+    try:
+        return _run(args, sizes, scenarios, server_names, out_path, chart_path, stamp, console)
+    finally:
+        # Called in-process (not through the CLI), leave the caller as it was.
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, saved_affinity)
+
+
+def _run(
+    args: argparse.Namespace,
+    sizes: Sizes,
+    scenarios: list[Scenario],
+    server_names: tuple[ServerName, ...],
+    out_path: Path,
+    chart_path: Path,
+    stamp: str,
+    console: Console,
+) -> int:
+    out_console = Console()
+    if not out_console.is_terminal:
+        out_console = Console(width=170)  # a file or pipe: room for the whole table
+    kinds = tuple(args.scenarios)
     scrubbed = scrub_huddle_environment()
     peer_driver.raise_fd_limit()
     peer_driver.ensure_node_deps()  # the load generator is Node too
@@ -623,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "schema": 1,
         "startedAt": _now(),
-        "argv": list(argv) if argv is not None else sys.argv[1:],
+        "argv": args.argv,
         "machine": machine_info(),
         "source": source_version(),
         "loadavgStart": loadavg(),
@@ -632,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         "servers": list(server_names),
         "scenarios": [scenario_json(s) for s in scenarios],
         "scrubbedEnvironment": scrubbed,
+        "huddleEnv": dict(args.huddle_env),
         "measurements": harness.measurements,
     }
     work_dir = Path(tempfile.mkdtemp(prefix="huddle-bench-"))
@@ -663,6 +732,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]interrupted: stopping every process started[/]")
+    except Exception as exc:  # set-up failed (seeding, Node packages): say so, write what we have
+        result["fatal"] = f"{type(exc).__name__}: {exc}"
+        console.print(f"[red]huddle bench: {result['fatal']}[/]", highlight=False)
     finally:
         harness.stop_all()
         if not args.keep_logs:
@@ -689,6 +761,16 @@ def main(argv: list[str] | None = None) -> int:
         f"load average at start {result['loadavgStart']}"
     )
     title = f"Huddle vs Node peer — {conditions}"
+    hashes = {m.get("codeHash") for m in harness.measurements} | {
+        result["source"].get("codeHash"),
+        result["sourceEnd"].get("codeHash"),
+    }
+    result["codeChangedDuringRun"] = len(hashes - {None}) > 1
+    if result["codeChangedDuringRun"]:
+        console.print(
+            "[yellow]warning: the code under test changed during the run "
+            "(someone edited src/huddle or the peer); rounds may have measured different code[/]"
+        )
     if not args.no_chart:
         chart = report.render_chart(rows, chart_path, subtitle=f"{stamp} · {conditions}")
         result["chart"] = str(chart) if chart else None
@@ -700,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"results: {out_path}", highlight=False)
     if interrupted:
         return 130
-    return 1 if harness.errors else 0
+    return 1 if harness.errors or "fatal" in result else 0
 
 
 if __name__ == "__main__":

@@ -54,12 +54,15 @@ class Scenario:
     settle_ms: int = 500
     """Pause before each fan-out round; idle waits 2x before its baseline and 4x after READY."""
     extra: dict[str, Any] = field(default_factory=dict)
+    huddle_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def server_options(self) -> ServerOptions:
         per_user = math.ceil(self.clients / max(1, self.users))
         return ServerOptions(
-            compression=self.compression, max_connections_per_user=max(20, per_user + 5)
+            compression=self.compression,
+            max_connections_per_user=max(20, per_user + 5),
+            extra_env=self.huddle_env,
         )
 
 

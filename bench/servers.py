@@ -63,6 +63,8 @@ class ServerOptions:
 
     compression: bool = False
     max_connections_per_user: int = 20
+    extra_env: tuple[tuple[str, str], ...] = ()
+    """Huddle settings given with `--huddle-env` (e.g. to compare two code paths)."""
 
 
 @dataclass
@@ -130,7 +132,7 @@ def start(
 
 def huddle_env(data_dir: Path, options: ServerOptions) -> Mapping[str, str]:
     """Huddle's settings for a benchmark server (the harness scrubs the others, see main)."""
-    return {
+    env = {
         "APP_ENV": "development",
         "HUDDLE_DATA_DIR": str(data_dir),
         "JWT_SECRET": SECRET,
@@ -140,3 +142,5 @@ def huddle_env(data_dir: Path, options: ServerOptions) -> Mapping[str, str]:
         "MAX_CONNECTIONS_PER_USER": str(options.max_connections_per_user),
         "BENCH_ENDPOINTS": "true",
     }
+    env.update(options.extra_env)
+    return env

@@ -50,3 +50,8 @@ EVENT_GAPS = Counter(
     "huddle_bus_event_gaps_total", "Times an event id gap outlived the gap timeout"
 )
 EVENTS_WRITTEN = Counter("huddle_events_written_total", "Events written to the outbox", ["type"])
+FANOUT_DELIVERIES = Counter(
+    "huddle_gateway_fanout_deliveries_total",
+    "Broadcast deliveries by path: one shared pre-built frame, or engine.io's queue",
+    ["path"],
+)

@@ -27,6 +27,10 @@ from socketio import packet as sio_packet
 from websockets.frames import Frame, Opcode
 
 from huddle.gateway.transport import connection_for
+from huddle.metrics import FANOUT_DELIVERIES
+
+_SHARED = FANOUT_DELIVERIES.labels(path="shared")
+_QUEUED = FANOUT_DELIVERIES.labels(path="queued")
 
 
 class FastManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -57,6 +61,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         skip = skip_sid if isinstance(skip_sid, list | set | tuple) else (skip_sid,)
         message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         frame: bytes | None = None
+        shared = queued = 0
         sockets = self.server.eio.sockets
         for sid, eio_sid in list(self.get_participants(namespace, room)):
             if sid in skip:
@@ -70,5 +75,11 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
                     text = message.encode()
                     frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
                 connection.push(frame)
+                shared += 1
             else:
                 await socket.send(message)
+                queued += 1
+        if shared:
+            _SHARED.inc(shared)
+        if queued:
+            _QUEUED.inc(queued)
