@@ -199,3 +199,42 @@ async def test_create_source_picks_by_backend_url(runtime: Runtime, tmp_path: Pa
     await gateway_only.stop()
     with pytest.raises(ConfigError, match=r"^BACKEND_URL: required for huddle gateway$"):
         create_source(settings_for(tmp_path), None)
+
+
+async def test_warm_cache_follows_every_change_that_reaches_the_bus(
+    runtime: Runtime, source: InProcessSource
+) -> None:
+    """The in-process cache is warm, and exact: each change below shows on the next fetch."""
+    ada, bob = await new_user(runtime, "ada"), await new_user(runtime, "bob")
+    team = (await runtime.teams.create(ada, "Shared", "")).team.id
+    await runtime.teams.add_member(ada, team, bob.id, "member")
+    task = await runtime.tasks.create(ada, team, {"title": "t", "assignee_id": bob.id})
+
+    async def bobs_tasks() -> list[int]:
+        return [t["id"] for t in (await source.fetch(bob.id, token(runtime, bob))).tasks]
+
+    assert await bobs_tasks() == [task.id]
+    assert await bobs_tasks() == [task.id]  # served warm
+    # Reassigned away from bob (the event names only the new assignee).
+    await runtime.tasks.update(ada, task.id, {"assignee_id": ada.id}, None)
+    assert await bobs_tasks() == []
+    again = await runtime.tasks.create(bob, team, {"title": "u", "assignee_id": bob.id})
+    assert await bobs_tasks() == [again.id]
+    await runtime.tasks.delete(ada, again.id)
+    assert await bobs_tasks() == []
+    await runtime.teams.update(ada, team, name="Renamed", description=None)
+    teams = (await source.fetch(bob.id, token(runtime, bob))).teams
+    assert [t["name"] for t in teams] == ["Renamed"]
+    await runtime.teams.remove_member(ada, team, bob.id)
+    assert (await source.fetch(bob.id, token(runtime, bob))).teams == []
+
+
+async def test_warm_cache_never_outlives_a_revocation(
+    runtime: Runtime, source: InProcessSource
+) -> None:
+    ada = await new_user(runtime, "ada")
+    old = token(runtime, ada)
+    await source.fetch(ada.id, old)
+    await runtime.auth.logout_all(ada.id)
+    with pytest.raises(TokenRevoked):
+        await source.fetch(ada.id, old)

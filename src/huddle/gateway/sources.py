@@ -18,12 +18,14 @@ Both follow `huddle.gateway.userdata.UserDataSource`. What the gateway calls:
 Contract:
 - `fetch` never raises for a backend failure (timeout, 5xx, connection
   refused, open breaker, database down): it answers within BACKEND_TIMEOUT
-  with the cached data (HTTP only; cached less than 60 s ago and not
-  invalidated since) or else `{id}` and empty lists, and `degraded=True`.
+  with the cached data (HTTP: cached less than 60 s ago and not invalidated
+  since) or else `{id}` and empty lists, and `degraded=True`.
   It raises the matching AuthError when the backend rejects the token
   (TOKEN_EXPIRED, TOKEN_INVALID, TOKEN_REVOKED): that is an answer, not a
-  failure. The cache is a fallback only: a working backend is always asked,
-  so it re-checks the token (revocation) on every fetch.
+  failure. Over HTTP the cache is a fallback only: a working backend is
+  always asked, so it re-checks the token (revocation) on every fetch. In
+  process the cache is warm (see `InProcessSource`): the token is checked
+  locally on every fetch, and the bus keeps the cached teams and tasks exact.
 - `rotate` raises REFRESH_TOKEN_EXPIRED/INVALID/REUSED as the API answers, and
   BackendUnavailable when the backend (or database) cannot answer.
 - `replay` returns at most `MAX_PAGE` (1,000) events; `more` says to call again
@@ -43,12 +45,14 @@ and the first `MAX_TASKS` (500) tasks assigned to them, by id.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
 from huddle.config import Settings
 from huddle.errors import BackendUnavailable, ConfigError, DatabaseUnavailable, TokenInvalid
+from huddle.events.envelope import SESSIONS_REVOKED, Envelope
 from huddle.gateway.backend import MAX_TASKS, MAX_TEAMS, HttpSource, fallback
 from huddle.gateway.recovery import RecoveredCallback, RecoveryWatch
 from huddle.gateway.userdata import RefreshedTokens, Replay, UserData, UserDataSource
@@ -71,13 +75,27 @@ def create_source(settings: Settings, runtime: Runtime | None) -> UserDataSource
 
 
 class InProcessSource:
-    """User data straight from the services: no network hop, no cache."""
+    """User data straight from the services, with a warm per-user cache.
 
-    def __init__(self, runtime: Runtime, *, probe_interval: float = 2.0) -> None:
+    Under `huddle serve` every committed change passes through this process's
+    bus in order, so the cache can be exact: an event for a team drops every
+    cached user of that team (a task there may be, or may have been, assigned
+    to any of them), and an event about a user drops that user. A cached entry
+    still has its token checked on every fetch (`AuthService.authenticate`).
+    """
+
+    def __init__(
+        self, runtime: Runtime, *, probe_interval: float = 2.0, cache_ttl: float = 60.0
+    ) -> None:
         self._runtime = runtime
         self._timeout = runtime.settings.backend_timeout
         self._events = EventService(runtime.db)
         self._watch = RecoveryWatch(self._probe, interval=probe_interval)
+        self._ttl = cache_ttl
+        self._cache: dict[int, tuple[float, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        self._members: dict[int, set[int]] = {}  # team id -> cached users in it
+        self._generation = 0  # bumped by every invalidation; a fetch older than it stores nothing
+        self._subscribed = False
 
     @property
     def healthy(self) -> bool:
@@ -89,6 +107,12 @@ class InProcessSource:
                 user = await self._runtime.auth.authenticate(token)
                 if user.id != user_id:
                     raise TokenInvalid()
+                user_wire = wire(UserOut.model_validate(user))
+                cached = self._cache.get(user_id)
+                if cached is not None and time.monotonic() - cached[0] < self._ttl:
+                    self._watch.succeeded()
+                    return UserData(user_wire, cached[1], cached[2])
+                generation = self._generation
                 teams, _ = await self._runtime.teams.teams_of(user_id, limit=MAX_TEAMS)
                 tasks, _ = await self._runtime.tasks.assigned_to(user_id, limit=MAX_TASKS)
         except DatabaseUnavailable:
@@ -98,8 +122,19 @@ class InProcessSource:
             self._watch.failed("fetch", "timeout")
             return fallback(user_id)
         self._watch.succeeded()
-        user_wire = wire(UserOut.model_validate(user))
-        return UserData(user_wire, [wire(team) for team in teams], [wire(task) for task in tasks])
+        team_wires = [wire(team) for team in teams]
+        task_wires = [wire(task) for task in tasks]
+        if generation == self._generation:
+            self._remember(user_id, team_wires, task_wires)
+        return UserData(user_wire, team_wires, task_wires)
+
+    def _remember(
+        self, user_id: int, teams: list[dict[str, Any]], tasks: list[dict[str, Any]]
+    ) -> None:
+        self._drop(user_id)
+        self._cache[user_id] = (time.monotonic(), teams, tasks)
+        for team in teams:
+            self._members.setdefault(int(team["id"]), set()).add(user_id)
 
     async def rotate(self, refresh_token: str) -> RefreshedTokens:
         # No timeout here: cancelling a redemption half way could spend the
@@ -122,12 +157,41 @@ class InProcessSource:
         return Replay(page.events, page.resync_required, page.last_event_id, page.more)
 
     def invalidate(self, user_id: int) -> None:
-        return None  # nothing cached: every fetch reads the database
+        self._generation += 1
+        self._drop(user_id)
+
+    def _drop(self, user_id: int) -> None:
+        entry = self._cache.pop(user_id, None)
+        if entry is None:
+            return
+        for team in entry[1]:
+            members = self._members.get(int(team["id"]))
+            if members is not None:
+                members.discard(user_id)
+                if not members:
+                    del self._members[int(team["id"])]
+
+    def invalidate_team(self, team_id: int) -> None:
+        """Drop every cached user of a team."""
+        self._generation += 1
+        for user_id in list(self._members.get(team_id, ())):
+            self._drop(user_id)
+
+    async def _on_event(self, event: Envelope) -> None:
+        if event.id is None and event.type != SESSIONS_REVOKED:
+            return  # presence and other control messages change no data
+        if event.team_id is not None:
+            self.invalidate_team(event.team_id)
+        if event.subject_user_id is not None:
+            self.invalidate(event.subject_user_id)
 
     def on_recovered(self, callback: RecoveredCallback) -> None:
         self._watch.on_recovered(callback)
 
     async def start(self) -> None:
+        if not self._subscribed:
+            self._runtime.bus.subscribe(self._on_event)
+            self._subscribed = True
         await self._watch.start()
 
     async def stop(self) -> None:
