@@ -114,9 +114,10 @@ def run(
             result["serverCpuSeconds"] = round(after.cpu_seconds - before.cpu_seconds, 3)
             result["serverRssMb"] = round(after.rss_bytes / 1e6, 1)
             result["teams"] = teams
-            return result
         finally:
             stop_process(server)
+        server.log_path.unlink(missing_ok=True)  # kept only when something failed
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

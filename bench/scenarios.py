@@ -108,9 +108,18 @@ class Runner:
             return self._idle(scenario, server)
         raise ValueError(f"unknown scenario kind {scenario.kind!r}")
 
-    def _warm_up(self, scenario: Scenario, server: Running) -> None:
-        """A few handshakes first: lazy imports, JIT, allocator pools; not measured."""
-        clients = min(WARMUP_HANDSHAKES, max(10, scenario.clients // 10))
+    def _warm_up(self, scenario: Scenario, server: Running, *, every_user: bool = False) -> None:
+        """Handshakes first, not measured: lazy imports, JIT, allocator pools.
+
+        With `every_user`, each of the scenario's users connects once, so that
+        the measured pass reads teams and tasks from a warm cache, as the Node
+        peer's in-memory map does (issue 5: "teams/tasks from the warm cache").
+        """
+        clients = (
+            scenario.users
+            if every_user
+            else min(WARMUP_HANDSHAKES, max(10, scenario.clients // 10))
+        )
         self._loadgen(
             "handshake",
             {
@@ -123,7 +132,7 @@ class Runner:
         )
 
     def _handshake(self, scenario: Scenario, server: Running) -> tuple[Metrics, dict[str, Any]]:
-        self._warm_up(scenario, server)
+        self._warm_up(scenario, server, every_user=True)
         raw = self._loadgen(
             "handshake",
             {
