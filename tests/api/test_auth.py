@@ -6,7 +6,10 @@ import asyncio
 
 import httpx
 import jwt
+from asgi_lifespan import LifespanManager
 
+from huddle.api.app import create_api
+from huddle.config import Settings
 from tests.api.conftest import TEST_SECRET
 from tests.factories import PASSWORD, Factory
 
@@ -197,3 +200,35 @@ async def test_missing_token_is_token_missing(client: httpx.AsyncClient) -> None
 
 def _bearer(pair: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+async def test_failed_logins_are_rate_limited_per_ip_and_per_account(settings: Settings) -> None:
+    limited = settings.model_copy(update={"login_rate": 3})
+    app = create_api(limited)
+    async with LifespanManager(app):
+
+        def client(ip: str) -> httpx.AsyncClient:
+            transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+            return httpx.AsyncClient(transport=transport, base_url="http://huddle.test")
+
+        async with client("198.51.100.1") as first, client("198.51.100.2") as second:
+            user = await Factory(first, app.state.runtime).user()
+            wrong = {"email": user.email, "password": "not-the-password"}
+            for _ in range(3):
+                assert (await first.post("/api/auth/login", json=wrong)).status_code == 401
+            refused = await first.post("/api/auth/login", json=wrong)
+            assert refused.status_code == 429
+            assert code(refused) == "RATE_LIMITED"
+            assert int(refused.headers["retry-after"]) >= 1
+            # Locked even with the right password, and from another address
+            # (the account's bucket), so a guesser learns nothing more.
+            right = {"email": user.email, "password": PASSWORD}
+            assert (await first.post("/api/auth/login", json=right)).status_code == 429
+            assert (await second.post("/api/auth/login", json=right)).status_code == 429
+            # Another account from the second address is untouched.
+            other = await Factory(second, app.state.runtime).user()
+            assert (
+                await second.post(
+                    "/api/auth/login", json={"email": other.email, "password": PASSWORD}
+                )
+            ).status_code == 200
