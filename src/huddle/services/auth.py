@@ -36,7 +36,7 @@ from huddle.services.unit import Database
 
 log = get_logger("huddle.auth")
 
-USER_CACHE_TTL = 2.0  # seconds
+USER_CACHE_TTL = 30.0  # seconds; revocation drops an entry at once (see `forget`)
 USER_CACHE_SIZE = 10_000
 
 
