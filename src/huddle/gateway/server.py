@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from huddle.api.app import create_api
+from huddle.api.routes.ops import readiness
 from huddle.config import Settings
 from huddle.errors import ConfigError
 from huddle.events import outbox
@@ -344,19 +345,7 @@ def _gateway_app(settings: Settings, gateway: Gateway) -> FastAPI:
         if settings.redis_url:
             checks["redis"] = "ok" if request.app.state.bus.healthy else "down"
         checks["backend"] = await _backend_state(request.app.state.probe, settings.backend_url)
-        down = sorted(name for name, state in checks.items() if state != "ok")
-        if down:
-            body = {
-                "status": "unavailable",
-                "checks": checks,
-                "error": {
-                    "code": "NOT_READY",
-                    "message": f"Unavailable: {', '.join(down)}.",
-                    "details": {"down": down},
-                },
-            }
-            return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ok", "checks": checks})
+        return readiness(checks)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -32,6 +32,11 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = "down"
     if runtime.settings.redis_url:
         checks["redis"] = "ok" if await runtime.redis_ok() else "down"
+    return readiness(checks)
+
+
+def readiness(checks: dict[str, str]) -> JSONResponse:
+    """The /readyz answer for `checks` (part -> "ok"/"down"): 200, or 503 naming what is down."""
     down = sorted(name for name, state in checks.items() if state != "ok")
     if down:
         body = {
