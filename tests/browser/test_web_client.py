@@ -28,12 +28,11 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import pytest
@@ -41,14 +40,13 @@ import pytest
 from huddle.web import BUNDLE
 from tests.factories import PASSWORD, Factory
 from tests.gateway.live import LiveServer, mint_token
+from tests.nodejs import node_with, unavailable
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "drive.js"
-PLAYWRIGHT_PACKAGE = HERE / "node_modules" / "playwright-core" / "package.json"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = HERE / "artifacts"
 SCREENSHOT = ARTIFACTS / "web-client.png"
-REQUIRE_SERVICES = os.environ.get("HUDDLE_REQUIRE_SERVICES") == "1"
 NODE_TIMEOUT_S = 60.0
 DRIVER_DEADLINE_MS = 50_000
 MIN_NODE = 20
@@ -69,39 +67,9 @@ class Secrets(dict[str, Any]):
         return f"Secrets({', '.join(self)})"
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (HUDDLE_REQUIRE_SERVICES=1)", pytrace=False)
-    pytest.skip(reason)
-
-
 def _node() -> str:
     """The node executable with the pinned playwright-core; LookupError says what is missing."""
-    node = shutil.which("node")
-    if node is None:
-        raise LookupError("Node.js is not installed (`node` is not on PATH)")
-    try:
-        version = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise LookupError(f"`node --version` failed: {exc!r}") from None
-    match = re.match(r"v(\d+)\.", version)
-    if match is None or int(match.group(1)) < MIN_NODE:
-        raise LookupError(f"Node.js >= {MIN_NODE} is needed, found {version!r}")
-    wanted = json.loads((HERE / "package.json").read_text())["dependencies"]["playwright-core"]
-    try:
-        installed = json.loads(PLAYWRIGHT_PACKAGE.read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        raise LookupError(
-            "playwright-core is not installed in tests/browser: run `make browser-deps`"
-        ) from None
-    if installed != wanted:
-        raise LookupError(
-            f"tests/browser has playwright-core {installed}, package.json pins {wanted}: "
-            "run `make browser-deps`"
-        )
-    return node
+    return node_with(HERE, "playwright-core", min_node=MIN_NODE, install_hint="`make browser-deps`")
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +77,11 @@ def node() -> str:
     try:
         executable = _node()
     except LookupError as missing:
-        _unavailable(str(missing))
+        unavailable(str(missing))
     if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
+        unavailable(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
     if not BUNDLE.is_file():
-        _unavailable("the web client's socket.io-client bundle is missing: run `make install`")
+        unavailable("the web client's socket.io-client bundle is missing: run `make install`")
     return executable
 
 

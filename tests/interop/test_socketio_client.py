@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -40,7 +39,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import jwt
@@ -48,13 +47,13 @@ import pytest
 
 from tests.factories import Factory, TestUser
 from tests.gateway.live import LiveServer
+from tests.nodejs import node_with, unavailable
 
 pytestmark = pytest.mark.interop
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "scenarios.js"
 CLIENT_PACKAGE = HERE / "node_modules" / "socket.io-client" / "package.json"
-REQUIRE_SERVICES = os.environ.get("HUDDLE_REQUIRE_SERVICES") == "1"
 
 SECRET = "interop-test-secret-not-for-production-0123456789abcdef"
 GRACE_S = 2.0
@@ -101,38 +100,14 @@ transports = pytest.mark.parametrize("transport", list(TRANSPORTS.values()), ids
 # --- prerequisites ------------------------------------------------------------
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (HUDDLE_REQUIRE_SERVICES=1)", pytrace=False)
-    pytest.skip(reason)
-
-
 def _node() -> str:
-    """The node executable with the pinned socket.io-client; LookupError says what is missing."""
-    node = shutil.which("node")
-    if node is None:
-        raise LookupError("Node.js is not installed (`node` is not on PATH)")
-    try:
-        version = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise LookupError(f"`node --version` failed: {exc!r}") from None
-    match = re.match(r"v(\d+)\.", version)
-    if match is None or int(match.group(1)) < MIN_NODE:
-        raise LookupError(f"Node.js >= {MIN_NODE} is needed, found {version!r}")
-    wanted = json.loads((HERE / "package.json").read_text())["dependencies"]["socket.io-client"]
-    try:
-        installed = json.loads(CLIENT_PACKAGE.read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        raise LookupError(
-            "socket.io-client is not installed in tests/interop: run `make node` (npm ci)"
-        ) from None
-    if installed != wanted or not installed.startswith("4."):
-        raise LookupError(
-            f"tests/interop has socket.io-client {installed}, package.json pins {wanted}: "
-            "run `make node` (npm ci)"
-        )
+    """`node` with the pinned socket.io-client 4.x; LookupError says what is missing."""
+    node = node_with(
+        HERE, "socket.io-client", min_node=MIN_NODE, install_hint="`make node` (npm ci)"
+    )
+    version = json.loads(CLIENT_PACKAGE.read_text())["version"]
+    if not version.startswith("4."):
+        raise LookupError(f"socket.io-client 4.x is needed, found {version}")
     return node
 
 
@@ -152,9 +127,9 @@ def node() -> str:
     try:
         executable = _node()
     except LookupError as missing:
-        _unavailable(str(missing))
+        unavailable(str(missing))
     if not _loopback_range_usable():
-        _unavailable("the interop tests bind 127.0.0.x source addresses; this host cannot")
+        unavailable("the interop tests bind 127.0.0.x source addresses; this host cannot")
     return executable
 
 
