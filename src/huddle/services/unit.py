@@ -70,17 +70,9 @@ class Database:
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
         """A transaction; commits on success, then publishes its events in order."""
-        session = self.sessionmaker()
-        try:
-            async with session.begin():
-                unit = Unit(session)
-                yield unit
-        except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailable() from exc
-            raise
-        finally:
-            await _close(session)
+        async with self._session() as session, session.begin():
+            unit = Unit(session)
+            yield unit
         for event in unit.events:
             EVENTS_WRITTEN.labels(type=event.type).inc()
         if unit.events:
@@ -89,6 +81,12 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only session (no commit)."""
+        async with self._session() as session:
+            yield session
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        """A session, closed directly, with "cannot reach the database" as DatabaseUnavailable."""
         session = self.sessionmaker()
         try:
             yield session

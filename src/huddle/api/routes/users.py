@@ -8,8 +8,9 @@ from fastapi import APIRouter, Path
 
 from huddle.api.deps import CurrentActor, CurrentUser, Cursor, Limit, RuntimeDep
 from huddle.errors import NotFound
+from huddle.runtime import Runtime
 from huddle.schemas import Page, TaskOut, TeamOut, UserOut
-from huddle.services.access import require_self_or_admin
+from huddle.services.access import Actor, require_self_or_admin
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -29,9 +30,7 @@ async def user_teams(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Page[TeamOut]:
-    require_self_or_admin(actor, userId)
-    if userId != actor.id and not await runtime.users.exists(userId):
-        raise NotFound("User not found.")
+    await _readable(actor, userId, runtime)
     teams, next_cursor = await runtime.teams.teams_of(userId, cursor=cursor, limit=limit)
     return Page[TeamOut](items=teams, nextCursor=next_cursor)
 
@@ -44,8 +43,13 @@ async def user_tasks(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Page[TaskOut]:
-    require_self_or_admin(actor, userId)
-    if userId != actor.id and not await runtime.users.exists(userId):
-        raise NotFound("User not found.")
+    await _readable(actor, userId, runtime)
     items, next_cursor = await runtime.tasks.assigned_to(userId, cursor=cursor, limit=limit)
     return Page[TaskOut](items=items, nextCursor=next_cursor)
+
+
+async def _readable(actor: Actor, user_id: int, runtime: Runtime) -> None:
+    """403 unless the caller is that user or an administrator; 404 for an unknown user."""
+    require_self_or_admin(actor, user_id)
+    if user_id != actor.id and not await runtime.users.exists(user_id):
+        raise NotFound("User not found.")
