@@ -24,11 +24,8 @@ to tests/browser/artifacts/web-client.png.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import re
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,7 +37,7 @@ import pytest
 from huddle.web import BUNDLE
 from tests.factories import PASSWORD, Factory
 from tests.gateway.live import LiveServer, mint_token
-from tests.nodejs import node_with, unavailable
+from tests.nodejs import node_with, run_report, unavailable
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "drive.js"
@@ -112,40 +109,15 @@ async def factory_for(server: LiveServer) -> AsyncIterator[Factory]:
 
 async def drive(node: str, server: LiveServer, config: Secrets) -> dict[str, Any]:
     """Run drive.js and return its observations (it never prints a token)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HUDDLE_BROWSER")}
-    env["HUDDLE_BROWSER"] = json.dumps(config)
-    try:
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [node, str(DRIVER)],
-            cwd=HERE,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=NODE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(
-            f"drive.js did not finish in {NODE_TIMEOUT_S}s\nstderr: {str(exc.stderr or '')[-2000:]}"
-            f"\nserver log:\n{server.log_text(tail=3000)}",
-            pytrace=False,
-        )
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    try:
-        report: dict[str, Any] = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        report = {"ok": False, "error": f"no JSON line on stdout: {done.stdout[-2000:]!r}"}
-    if done.returncode != 0 or not report.get("ok"):
-        pytest.fail(
-            f"drive.js failed (exit {done.returncode}):\n"
-            f"{json.dumps({k: v for k, v in report.items() if k != 'ok'}, indent=1)[-6000:]}\n"
-            f"stderr: {done.stderr[-2000:]}\nserver log:\n{server.log_text(tail=3000)}",
-            pytrace=False,
-        )
-    result: dict[str, Any] = report["result"]
-    return result
+    return await run_report(
+        [node, str(DRIVER)],
+        cwd=HERE,
+        env_name="HUDDLE_BROWSER",
+        config=config,
+        timeout=NODE_TIMEOUT_S,
+        label="drive.js",
+        server_log=lambda: server.log_text(tail=3000),
+    )
 
 
 async def test_board_works_and_shows_other_members_changes_live(

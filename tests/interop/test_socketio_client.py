@@ -26,13 +26,10 @@ runs it). Without them the tests skip, or fail when HUDDLE_REQUIRE_SERVICES=1.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
 import re
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,7 +44,7 @@ import pytest
 
 from tests.factories import Factory, TestUser
 from tests.gateway.live import LiveServer
-from tests.nodejs import node_with, unavailable
+from tests.nodejs import node_with, run_report, unavailable
 
 pytestmark = pytest.mark.interop
 
@@ -233,42 +230,15 @@ async def drive(
         "deadlineMs": DRIVER_DEADLINE_MS,
         **inputs,
     }
-    # DEBUG would make socket.io-client log packets, tokens included.
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HUDDLE_INTEROP")}
-    env["HUDDLE_INTEROP"] = json.dumps(settings)
-    try:
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [node, str(DRIVER), scenario],
-            cwd=HERE,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=NODE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(
-            f"{scenario} ({transport}) did not finish in {NODE_TIMEOUT_S}s\n"
-            f"stderr: {str(exc.stderr or '')[-2000:]}\nserver log:\n{server.log_text(tail=3000)}",
-            pytrace=False,
-        )
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    try:
-        report: dict[str, Any] = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        report = {"ok": False, "error": f"no JSON line on stdout: {done.stdout[-2000:]!r}"}
-    if done.returncode != 0 or not report.get("ok"):
-        details = {k: v for k, v in report.items() if k not in ("ok", "scenario")}
-        pytest.fail(
-            f"{scenario} ({transport}) failed (exit {done.returncode}):\n"
-            f"{json.dumps(details, indent=1)[-6000:]}\n"
-            f"stderr: {done.stderr[-2000:]}\nserver log:\n{server.log_text(tail=3000)}",
-            pytrace=False,
-        )
-    result: dict[str, Any] = report["result"]
-    return result
+    return await run_report(
+        [node, str(DRIVER), scenario],
+        cwd=HERE,
+        env_name="HUDDLE_INTEROP",
+        config=settings,
+        timeout=NODE_TIMEOUT_S,
+        label=f"{scenario} ({transport})",
+        server_log=lambda: server.log_text(tail=3000),
+    )
 
 
 def assert_transport(socket_summary: dict[str, Any], transport: str) -> None:
