@@ -73,6 +73,9 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         ws=FastWebSocketProtocol,
         ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_payload + 1024,
+        # Engine.IO pings every client itself (and closes it when the pong is
+        # late); a second, WebSocket-level ping would cost a timer per connection.
+        ws_ping_interval=None,
         proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn
         timeout_graceful_shutdown=10,
         lifespan="on",

@@ -44,6 +44,7 @@ from huddle.errors import ConfigError
 from huddle.events import outbox
 from huddle.events.bus import EventBus, InProcessBus, RedisBus, stream_key
 from huddle.events.envelope import Envelope
+from huddle.gateway.engine import LeanSocketIOServer
 from huddle.gateway.hub import Hub
 from huddle.gateway.manager import FastManager
 from huddle.gateway.namespace import GatewayNamespace
@@ -159,14 +160,18 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.polls = LongPolls()
-        self.sio = socketio.AsyncServer(
+        fast = settings.gateway_fanout == "fast"
+        # GATEWAY_FANOUT=stock keeps python-socketio's own server, manager and
+        # engine.io sockets, for comparison (docs/benchmarks.md).
+        server_class = LeanSocketIOServer if fast else socketio.AsyncServer
+        self.sio = server_class(
             async_mode="asgi",
             cors_allowed_origins=_cors(settings),
             max_http_buffer_size=settings.max_payload,
             always_connect=True,  # accept, then say what is wrong (SPEC §4.1)
             # Encode-once broadcasts without a task per recipient (see manager.py);
-            # GATEWAY_FANOUT=stock keeps python-socketio's own, for comparison.
-            client_manager=FastManager() if settings.gateway_fanout == "fast" else None,
+            # direct WebSocket sessions without a task per message (engine.py).
+            client_manager=FastManager() if fast else None,
             # Through the standard loggers (structlog renders them), not handlers of their own.
             logger=logging.getLogger("socketio.server"),
             engineio_logger=logging.getLogger("engineio.server"),

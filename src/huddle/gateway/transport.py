@@ -27,6 +27,7 @@ sends on a direct WebSocket connection, and registers under it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,10 +35,14 @@ from urllib.parse import parse_qs
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from huddle.logging import get_logger
 
 log = get_logger("huddle.gateway.transport")
+
+SCOPE_EXTENSION = "huddle.connection"
+"""ASGI scope extension under which a WebSocket scope carries its connection (for `engine.py`)."""
 
 MAX_BUFFERED = 8 * 1024 * 1024
 """Unsent bytes after which a slow peer is disconnected (8 MiB)."""
@@ -50,8 +55,86 @@ def connection_for(eio_sid: str) -> FastWebSocketProtocol | None:
     return _by_sid.get(eio_sid)
 
 
+def connection_of(scope: Any) -> FastWebSocketProtocol | None:
+    """The connection that carries this ASGI WebSocket scope, when it is one of ours."""
+    if not isinstance(scope, dict):
+        return None
+    connection = scope.get("extensions", {}).get(SCOPE_EXTENSION)
+    return connection if isinstance(connection, FastWebSocketProtocol) else None
+
+
 def open_connections() -> int:
     return len(_by_sid)
+
+
+class _ReceiveQueue:
+    """The received-message queue of one connection: one producer, one consumer.
+
+    Why not `asyncio.Queue`: each one allocates three deques (~2.3 KB while
+    empty), and an idle connection holds its queue for hours. uvicorn uses
+    only `put_nowait`, `get` and `empty` here, with a single awaiting reader.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class _Flag:
+    """`asyncio.Event` without an eager deque of waiters (see `_ReceiveQueue`)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+        return True
 
 
 class FastWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -59,6 +142,9 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Lighter equivalents of uvicorn's per-connection Queue and Event (same methods).
+        self.queue = _ReceiveQueue()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
         self._pending: list[bytes] = []
         self._flush_scheduled = False
         self._eio_sid: str | None = None
@@ -83,6 +169,39 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def send_text_now(self, text: str) -> None:
+        """Frame a text message for this connection and queue it; dropped once closing."""
+        if self._open_for_writes():
+            self.conn.send_text(text.encode())
+            self._push_pending_frames()
+
+    def send_binary_now(self, data: bytes) -> None:
+        if self._open_for_writes():
+            self.conn.send_binary(data)
+            self._push_pending_frames()
+
+    async def close_now(self, code: int = 1000) -> None:
+        """Close the WebSocket after what was queued (no-op when already closing)."""
+        if self.close_sent or self.disconnected or not self.handshake_complete:
+            return
+        try:
+            await self.send({"type": "websocket.close", "code": code, "reason": ""})
+        except Exception:  # the peer is gone already: nothing left to close
+            return
+
+    def _open_for_writes(self) -> bool:
+        return (
+            self.handshake_complete
+            and self.initial_response is None
+            and not self.close_sent
+            and not self.disconnected
+            and self.conn.state is State.OPEN
+        )
+
+    def _push_pending_frames(self) -> None:
+        for chunk in self.conn.data_to_send():
+            self.push(chunk)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._pending:
@@ -102,6 +221,7 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
+            scope.setdefault("extensions", {})[SCOPE_EXTENSION] = self
             query = parse_qs(scope["query_string"].decode("latin-1"))
             sid = (query.get("sid") or [None])[0]
             if sid:
@@ -128,8 +248,7 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.send_text(text.encode())
             elif isinstance(data, bytes | bytearray):
                 self.conn.send_binary(data)
-            for chunk in self.conn.data_to_send():
-                self.push(chunk)
+            self._push_pending_frames()
             return
         if kind == "websocket.close":
             self._flush()  # what was sent before the close goes before it
@@ -146,6 +265,10 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
     # --- registration -------------------------------------------------------
+
+    def attach(self, eio_sid: str) -> None:
+        """Carry this Engine.IO session (so broadcasts find it by sid)."""
+        self._register(eio_sid)
 
     def _sniff_sid(self, text: str) -> None:
         try:

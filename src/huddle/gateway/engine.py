@@ -1,0 +1,234 @@
+"""A leaner Engine.IO socket for clients that connect over WebSocket directly.
+
+Why: python-engineio serves a WebSocket session with five asyncio tasks for
+as long as it is open — the ASGI task reading, one more task per received
+message (`ensure_future` + `wait_for`), a writer task fed by an
+`asyncio.Queue` (whose `wait_for(queue.get())` is another task), and a task
+sleeping until the next ping. Measured here (docs/benchmarks.md) that is
+~21 coroutines, 6 timers and 9 deques per idle connection, a third of
+Huddle's memory per connection, and several task switches on every
+handshake. This module keeps engine.io's protocol logic (packets, `receive`,
+`close`, ping timeouts checked by the server's service task) and changes only
+how a direct WebSocket session moves bytes:
+
+- reading happens in the ASGI task itself, one `await` per message;
+- writing is synchronous: a packet is framed and handed to the connection
+  (`transport.FastWebSocketProtocol.send_text_now`), which coalesces one
+  loop turn's frames into one write and disconnects a peer whose unsent bytes
+  pass its limit — so there is no queue, no writer task, and a socket's
+  packets and a broadcast's shared frames leave in the order they were given;
+- the next ping is a loop timer, not a sleeping task.
+
+Sessions that start with long-polling (and may upgrade later) keep
+python-engineio's own socket, unchanged. The hooks used are
+`socketio.AsyncServer._engineio_server_class` and
+`engineio.AsyncServer._handle_connect`; both are pinned by the versions in
+pyproject.toml and exercised by the interop suite (official socket.io-client,
+WebSocket, polling with upgrade, and polling only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import engineio
+import socketio
+from engineio import async_socket, exceptions
+from engineio import packet as eio_packet
+
+from huddle.gateway.transport import FastWebSocketProtocol, connection_of
+
+_PING = eio_packet.Packet(eio_packet.PING)
+
+
+class _NoQueue:
+    """Stands in for the engine.io socket's queue, which a `LeanSocket` never uses.
+
+    Engine.IO code and `FastManager` still ask it whether it is empty or wait
+    for it to drain; it always is. (An `asyncio.Queue` per idle socket costs
+    three deques, ~2.3 KB.)
+    """
+
+    __slots__ = ()
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+    async def join(self) -> None:
+        return None
+
+    def get_nowait(self) -> Any:
+        raise asyncio.QueueEmpty
+
+    async def put(self, item: Any) -> None:
+        raise RuntimeError("a LeanSocket writes directly; nothing may be queued")
+
+    put_nowait = put
+
+
+_NO_QUEUE = _NoQueue()
+
+
+class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
+    """An engine.io socket that writes straight to its WebSocket connection."""
+
+    # engine.io's own attributes (untyped there), as this class uses them
+    last_ping: float | None
+    connected: bool
+    closing: bool
+    closed: bool
+
+    def __init__(self, server: Any, sid: str, transport: FastWebSocketProtocol) -> None:
+        super().__init__(server, sid)
+        self.queue = _NO_QUEUE
+        self._early: list[eio_packet.Packet] | None = []
+        """Packets sent before the WebSocket was accepted (the OPEN packet)."""
+        self._transport = transport
+        self.connection: FastWebSocketProtocol | None = None
+        """The transport, once the WebSocket is accepted and the socket writes directly."""
+        self._ping_timer: asyncio.TimerHandle | None = None
+
+    # --- writing ------------------------------------------------------------
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        connection = self.connection
+        if connection is None:
+            if self._early is not None:  # not attached yet: written when it is
+                self._early.append(pkt)
+            return
+        if not await self.check_ping_timeout():
+            return
+        self._write(connection, pkt)
+
+    def _write(self, connection: FastWebSocketProtocol, pkt: eio_packet.Packet) -> None:
+        encoded = pkt.encode()
+        if isinstance(encoded, str):
+            connection.send_text_now(encoded)
+        else:
+            connection.send_binary_now(encoded)
+
+    # --- pings ----------------------------------------------------------------
+
+    def schedule_ping(self) -> None:
+        # As engine.io does: a new ping only once the previous one was answered.
+        if self.last_ping:
+            self.last_ping = None
+            loop = asyncio.get_running_loop()
+            self._ping_timer = loop.call_later(self.server.ping_interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        self._ping_timer = None
+        if self.closing or self.closed:
+            return
+        self.last_ping = time.time()
+        if self.connection is not None:
+            self._write(self.connection, _PING)
+        else:  # pragma: no cover - attached long before the first ping is due
+            self.server.start_background_task(self.send, _PING)
+
+    # --- closing --------------------------------------------------------------
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        was_open = not self.closed and not self.closing
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        await super().close(wait=wait, abort=abort, reason=reason)
+        connection = self.connection
+        if was_open and not abort and connection is not None:
+            # engine.io's writer closed the WebSocket after the CLOSE packet;
+            # there is no writer here, so close it now (uvicorn drops the TCP
+            # connection if the peer does not answer the close frame).
+            await connection.close_now()
+
+    # --- the WebSocket session ---------------------------------------------------
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        if self.connected:  # pragma: no cover - a LeanSocket never starts on polling
+            await super()._websocket_handler(ws)
+            return
+        connection = self._transport
+        self.connected = True
+        self.upgraded = True
+        self.connection = connection
+        connection.attach(self.sid)
+        early, self._early = self._early, None
+        for pkt in early or ():
+            self._write(connection, pkt)
+        limit = self.server.max_http_buffer_size
+        while True:
+            try:
+                data = await ws.wait()
+            except (OSError, asyncio.CancelledError):
+                break
+            if data is None:  # pragma: no cover - the ASGI wrapper raises instead
+                break
+            if len(data) > limit:
+                break
+            try:
+                await self.receive(eio_packet.Packet(encoded_packet=data))
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                break
+            except Exception:  # a bad packet must not end the server's task silently
+                self.server.logger.exception("%s: receive error", self.sid)
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        await connection.close_now()
+
+
+class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server, giving direct WebSocket sessions a `LeanSocket`."""
+
+    start_service_task: bool
+
+    async def _handle_connect(
+        self, environ: dict[str, Any], transport: str, jsonp_index: int | None = None
+    ) -> Any:
+        connection = connection_of(environ.get("asgi.scope"))
+        if transport != "websocket" or connection is None:
+            return await super()._handle_connect(environ, transport, jsonp_index)
+        if self.start_service_task:  # as engine.io: the task that checks ping timeouts
+            self.start_service_task = False
+            self.service_task_handle = self.start_background_task(self._service_task)
+        # Engine.IO keeps the environ for the session's lifetime; its request-body
+        # reader (a class made per request) is of no use to a WebSocket.
+        environ.pop("wsgi.input", None)
+        sid = self.generate_id()
+        socket = LeanSocket(self, sid, connection)
+        self.sockets[sid] = socket
+        await socket.send(
+            eio_packet.Packet(
+                eio_packet.OPEN,
+                {
+                    "sid": sid,
+                    "upgrades": [],
+                    "pingTimeout": int(self.ping_timeout * 1000),
+                    "pingInterval": int(self.ping_interval + self.ping_interval_grace_period)
+                    * 1000,
+                    "maxPayload": self.max_http_buffer_size,
+                },
+            )
+        )
+        accepted = await self._trigger_event("connect", sid, environ, run_async=False)
+        if accepted is not None and accepted is not True:
+            del self.sockets[sid]
+            self.logger.warning("Application rejected connection")
+            return self._unauthorized(accepted or None)
+        socket.schedule_ping()
+        response = await socket.handle_get_request(environ)
+        if socket.closed and sid in self.sockets:
+            del self.sockets[sid]
+        return response
+
+
+class LeanSocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server on `LeanEngineServer`."""
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return LeanEngineServer
