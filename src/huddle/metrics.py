@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+class Labelled:
+    """The children of a one-label collector, each looked up once (`.labels()` costs
+    a lock and a tuple per call, too much for a per-handshake path). A child is made
+    on first use, so the exposition is the same as with `.labels()` every time."""
+
+    __slots__ = ("_children", "_collector")
+
+    def __init__(self, collector: Any) -> None:
+        self._collector = collector
+        self._children: dict[str, Any] = {}
+
+    def __getitem__(self, value: str) -> Any:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self._collector.labels(value)
+        return child
+
 
 HTTP_REQUESTS = Counter(
     "huddle_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]
@@ -24,6 +45,10 @@ CONNECTION_ATTEMPTS = Counter(
 AUTH_ERRORS = Counter(
     "huddle_gateway_auth_errors_total", "authentication_error emitted, by code", ["code"]
 )
+CONNECTION_OUTCOMES = Labelled(CONNECTION_ATTEMPTS)
+"""`CONNECTION_OUTCOMES["authenticated"].inc()`: CONNECTION_ATTEMPTS by outcome."""
+AUTH_ERROR_CODES = Labelled(AUTH_ERRORS)
+"""`AUTH_ERROR_CODES[code].inc()`: AUTH_ERRORS by code."""
 EVENTS_EMITTED = Counter(
     "huddle_gateway_events_emitted_total", "Team events emitted to rooms, by type", ["type"]
 )

@@ -185,6 +185,26 @@ async def test_revoked_token_is_refused(
     await probe.gone()
 
 
+async def test_a_token_that_already_authenticated_is_refused_once_revoked(
+    connect: ProbeMaker, factory: Factory, api: httpx.AsyncClient
+) -> None:
+    """The server remembers verified tokens; revocation is checked on every use regardless."""
+    user = await factory.user()
+    first = await connect({"token": user.access_token})
+    await first.next("authenticated")
+    await first.close()
+    again = await connect({"token": user.access_token})
+    await again.next("authenticated")
+    await again.close()
+    await asyncio.sleep(0.01)
+    response = await api.post("/api/auth/logout-all", headers=user.headers)
+    assert response.status_code == 204
+    probe = await connect({"token": user.access_token})
+    error = await probe.next("authentication_error")
+    assert (error["code"], error["action"]) == ("TOKEN_REVOKED", "LOGIN")
+    await probe.gone()
+
+
 async def test_logout_everywhere_disconnects_open_sockets_within_a_second(
     connect: ProbeMaker, factory: Factory, api: httpx.AsyncClient
 ) -> None:

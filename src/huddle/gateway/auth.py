@@ -12,6 +12,7 @@ Terminal codes then disconnect the socket; TOKEN_EXPIRED opens AUTH_GRACE.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, NoReturn
 
@@ -26,7 +27,7 @@ from huddle.errors import (
     TokenMissing,
     TokenRevoked,
 )
-from huddle.gateway.hub import Hub
+from huddle.gateway.hub import Hub, log_enabled
 from huddle.gateway.payloads import RefreshRequest
 from huddle.gateway.relay import EventRelay
 from huddle.gateway.replay import synchronize
@@ -77,15 +78,25 @@ class Authenticator:
         )
 
     async def authenticate(
-        self, session: SocketSession, token: str, *, replay_after: int | None
+        self,
+        session: SocketSession,
+        token: str,
+        *,
+        replay_after: int | None,
+        refused: AuthError | None = None,
     ) -> dict[str, Any]:
         """Verify, fetch the user's data, join the rooms, emit `authenticated`, replay.
 
         Call with `session.lock` held. Raises `Reported` when the client was
-        sent an `authentication_error` instead.
+        sent an `authentication_error` instead. `refused`: what an earlier
+        `verify_access` of this same token raised (the handshake's pre-check),
+        so a refused token is not verified twice; a refusal never turns into
+        an acceptance later (an expired token stays expired).
         """
         hub = self._hub
         try:
+            if refused is not None:
+                raise refused
             claims = self._tokens.verify_access(token)
         except TokenExpired:
             await self._token_expired(session, replay_after)
@@ -146,13 +157,14 @@ class Authenticator:
             "degraded": data.degraded,
         }
         await hub.send(session, "authenticated", body)
-        log.info(
-            "socket_authenticated",
-            sid=session.sid,
-            user_id=claims.user_id,
-            teams=len(data.teams),
-            degraded=data.degraded,
-        )
+        if log_enabled(logging.INFO):
+            log.info(
+                "socket_authenticated",
+                sid=session.sid,
+                user_id=claims.user_id,
+                teams=len(data.teams),
+                degraded=data.degraded,
+            )
         await hub.join_user_room(session)
         await hub.set_teams(session, data.team_ids)
         self._schedule_expiry(session)

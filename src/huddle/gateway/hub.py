@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
+
+import structlog
 
 from huddle.config import Settings
 from huddle.errors import HuddleError, RateLimited
@@ -30,13 +33,27 @@ from huddle.gateway.fanout import Fanout
 from huddle.gateway.presence import PresenceStore, create_presence_store
 from huddle.gateway.session import SessionRegistry, SocketSession, State
 from huddle.logging import get_logger
-from huddle.metrics import AUTH_ERRORS, SOCKETS_AUTHENTICATED
+from huddle.metrics import AUTH_ERROR_CODES, SOCKETS_AUTHENTICATED
 
 log = get_logger("huddle.gateway")
 
 NAMESPACE = "/"
 TRANSPORT_CLOSE_AFTER = 5.0
 """Seconds a client has to close its connection after being disconnected, before we do."""
+
+
+def log_enabled(level: int) -> bool:
+    """Whether structlog's configured level lets a line at `level` through.
+
+    A call on a module's lazy logger costs a fresh bound logger each time, even
+    for a line that is then filtered out; on per-socket paths, ask first. Any
+    wrapper that does not tell its level counts as letting everything through.
+    """
+    try:
+        wrapper = structlog.get_config()["wrapper_class"]
+        return bool(level >= wrapper.get_effective_level(None))
+    except Exception:
+        return True
 
 
 def team_room(team_id: int) -> str:
@@ -104,10 +121,15 @@ class Hub:
 
     async def report(self, session: SocketSession, error: HuddleError) -> None:
         """`authentication_error {message, code, action, retryAfter?}`."""
-        AUTH_ERRORS.labels(code=error.code).inc()
+        AUTH_ERROR_CODES[error.code].inc()
         # Refusals can come in floods; they are counted in metrics either way.
-        level = log.debug if isinstance(error, RateLimited) else log.info
-        level("socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code)
+        if isinstance(error, RateLimited):
+            if log_enabled(logging.DEBUG):
+                log.debug(
+                    "socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code
+                )
+        elif log_enabled(logging.INFO):
+            log.info("socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code)
         await self.send(session, "authentication_error", payloads.auth_error(error))
 
     async def reject(self, session: SocketSession, error: HuddleError) -> None:
@@ -145,6 +167,11 @@ class Hub:
 
     def syncing_sids(self) -> list[str]:
         return [s.sid for s in self.sessions.syncing]
+
+    def syncing_in_team(self, team_id: int) -> list[str]:
+        """The syncing sockets in a team's room: the only ones a skip list for that room
+        needs (a socket outside the room receives nothing from it anyway)."""
+        return [s.sid for s in self.sessions.syncing if team_id in s.team_ids]
 
     async def join_user_room(self, session: SocketSession) -> None:
         if session.user_id is not None and not session.closed:
@@ -220,7 +247,7 @@ class Hub:
             team_room(team_id),
             "presence_changed",
             {"teamId": team_id, "userId": user_id, "online": online},
-            skip=self.syncing_sids(),
+            skip=self.syncing_in_team(team_id),
         )
 
     async def _enter(self, sid: str, room: str) -> bool:

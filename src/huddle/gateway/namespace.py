@@ -14,11 +14,13 @@ python-socketio: a bug in one answers INTERNAL_ERROR to that socket only.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from huddle.config import Settings
 from huddle.errors import (
@@ -33,13 +35,13 @@ from huddle.errors import (
 )
 from huddle.gateway import payloads
 from huddle.gateway.auth import Authenticator, Reported
-from huddle.gateway.hub import Hub
+from huddle.gateway.hub import Hub, log_enabled
 from huddle.gateway.relay import EventRelay
 from huddle.gateway.replay import synchronize
 from huddle.gateway.session import SocketSession, State
 from huddle.gateway.userdata import UserDataSource
 from huddle.logging import get_logger
-from huddle.metrics import CONNECTION_ATTEMPTS, SOCKETS_OPEN
+from huddle.metrics import CONNECTION_OUTCOMES, SOCKETS_OPEN
 from huddle.security.client_ip import LoopbackProxyWarning, client_ip, is_loopback, peer_ip
 from huddle.security.ratelimit import ConnectionLimiter, SocketEventLimiter
 from huddle.security.tokens import TokenService
@@ -47,6 +49,9 @@ from huddle.security.tokens import TokenService
 log = get_logger("huddle.gateway")
 
 Handler = Callable[[SocketSession, tuple[Any, ...]], Awaitable[Any]]
+
+PEER_MEMO_SIZE = 4096
+"""Peer addresses whose parsed form `GatewayNamespace` remembers (then it starts over)."""
 
 SHUTDOWN_RETRY_MS = (1000, 5000)
 """`server_shutdown.retryAfter` is drawn from this range, so clients spread their reconnects."""
@@ -72,6 +77,7 @@ class GatewayNamespace:
         self.shutting_down = False
         self._proxy_warning = LoopbackProxyWarning(settings)
         self._jitter = random.Random()  # noqa: S311 - spreading reconnects, not a secret
+        self._peers: dict[str, tuple[str, bool]] = {}  # raw peer host -> (peer_ip, loopback)
         source.on_recovered(self.recover_degraded)
 
     def register(self, sio: Any) -> None:
@@ -91,27 +97,53 @@ class GatewayNamespace:
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         scope = environ.get("asgi.scope") or {}
-        ip = client_ip(scope, self.settings.trusted_networks)
-        self._proxy_warning.observe(peer_ip(scope))
+        peer, ip, local = self._addresses(scope)
+        self._proxy_warning.observe(peer)
         session = SocketSession(
-            sid, ip, SocketEventLimiter(self.settings, localhost=is_loopback(ip))
+            sid, ip, SocketEventLimiter(self.settings, localhost=local), localhost=local
         )
         self.hub.sessions.add(session)
         SOCKETS_OPEN.inc()
-        with structlog.contextvars.bound_contextvars(sid=sid, client_ip=ip):
-            try:
-                async with session.lock:
-                    await self._connect(session, environ, auth)
-            except Reported:
-                pass
-            except Exception:
-                log.exception("socket_connect_failed")
-                await self.hub.send_error(session, InternalError())
-                await self.hub.terminate(session)
+        # What `structlog.contextvars.bound_contextvars` does, without its context manager.
+        bound = bind_contextvars(sid=sid, client_ip=ip)
+        try:
+            async with session.lock:
+                await self._connect(session, environ, auth)
+        except Reported:
+            pass
+        except Exception:
+            log.exception("socket_connect_failed")
+            await self.hub.send_error(session, InternalError())
+            await self.hub.terminate(session)
+        finally:
+            reset_contextvars(**bound)
+
+    def _addresses(self, scope: dict[str, Any]) -> tuple[str, str, bool]:
+        """The peer, the client IP (`client_ip`), and whether that IP is loopback.
+
+        What the peer's address parses to is remembered (a reconnecting client
+        comes from the same few addresses); X-Forwarded-For is read every time.
+        """
+        client = scope.get("client")
+        host = str(client[0]) if client else None
+        entry = self._peers.get(host) if host is not None else None
+        if entry is None:
+            peer = peer_ip(scope)
+            entry = (peer, is_loopback(peer))
+            if host is not None:
+                if len(self._peers) >= PEER_MEMO_SIZE:
+                    self._peers.clear()
+                self._peers[host] = entry
+        peer, peer_local = entry
+        trusted = self.settings.trusted_networks
+        if not trusted:
+            return peer, peer, peer_local  # what client_ip answers without trusted proxies
+        ip = client_ip(scope, trusted)
+        return peer, ip, peer_local if ip == peer else is_loopback(ip)
 
     async def _connect(self, session: SocketSession, environ: dict[str, Any], auth: Any) -> None:
         if self.shutting_down:
-            CONNECTION_ATTEMPTS.labels(outcome="shutting_down").inc()
+            CONNECTION_OUTCOMES["shutting_down"].inc()
             await self.hub.send(session, "server_shutdown", {"retryAfter": self._retry_after()})
             await self.hub.terminate(session)
             return
@@ -120,36 +152,40 @@ class GatewayNamespace:
             await self.hub.send_error(session, BadRequest(handshake.malformed))
         # Decode the token locally first (no I/O): an expired one is charged to
         # its own bucket, so a client coming back from sleep keeps its attempts.
-        expired = False
+        # A refusal is handed to `authenticate`, which does not verify again (and
+        # a token that passed is remembered by `TokenService`, so it costs a lookup).
+        refused: AuthError | None = None
         if handshake.token is not None:
             try:
                 self.tokens.verify_access(handshake.token)
-            except TokenExpired:
-                expired = True
-            except AuthError:
-                pass
+            except AuthError as exc:
+                refused = exc
         try:
-            decision = await self.limiter.check(session.client_ip, expired=expired)
+            decision = await self.limiter.check(
+                session.client_ip,
+                expired=isinstance(refused, TokenExpired),
+                localhost=session.localhost,
+            )
         except Exception as exc:  # the limiter must never refuse everyone
             log.warning("connection_limiter_failed", error=type(exc).__name__)
         else:
             if not decision.allowed:
-                CONNECTION_ATTEMPTS.labels(outcome="rate_limited").inc()
+                CONNECTION_OUTCOMES["rate_limited"].inc()
                 await self.hub.reject(session, RateLimited(decision.retry_after_ms))
                 return
         if handshake.token is None:
-            CONNECTION_ATTEMPTS.labels(outcome="awaiting_token").inc()
+            CONNECTION_OUTCOMES["awaiting_token"].inc()
             self.auth.await_token(session, handshake.last_event_id)
             return
         try:
             await self.auth.authenticate(
-                session, handshake.token, replay_after=handshake.last_event_id
+                session, handshake.token, replay_after=handshake.last_event_id, refused=refused
             )
         except Reported as reported:
             outcome = "expired" if isinstance(reported.error, TokenExpired) else "rejected"
-            CONNECTION_ATTEMPTS.labels(outcome=outcome).inc()
+            CONNECTION_OUTCOMES[outcome].inc()
             return
-        CONNECTION_ATTEMPTS.labels(outcome="authenticated").inc()
+        CONNECTION_OUTCOMES["authenticated"].inc()
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.hub.sessions.get(sid)
@@ -164,7 +200,8 @@ class GatewayNamespace:
         finally:
             self.hub.sessions.remove(session)
             SOCKETS_OPEN.dec()
-        log.debug("socket_disconnected", sid=sid, user_id=session.user_id, reason=str(reason))
+        if log_enabled(logging.DEBUG):
+            log.debug("socket_disconnected", sid=sid, user_id=session.user_id, reason=str(reason))
 
     async def _sessions_revoked(self, user_id: int, revoked_at: float) -> None:
         await self.auth.on_sessions_revoked(user_id, revoked_at)

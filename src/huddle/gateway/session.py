@@ -47,6 +47,8 @@ class SocketSession:
     client_ip: str
     limiter: SocketEventLimiter
     state: State = State.PENDING
+    localhost: bool = False
+    """Whether `client_ip` is loopback (the generous local limits apply)."""
     user_id: int | None = None
     user: dict[str, Any] | None = None
     # The access token is kept only to call the backend on the user's behalf.

@@ -64,6 +64,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpSource", "InProcessSource", "create_source"]
 
+USER_WIRE_CACHE_SIZE = 10_000
+"""User rows whose wire form is kept (the size of `AuthService`'s row cache)."""
+
 
 def create_source(settings: Settings, runtime: Runtime | None) -> UserDataSource:
     """HttpSource when BACKEND_URL is set, else InProcessSource over `runtime`."""
@@ -94,6 +97,7 @@ class InProcessSource:
         self._ttl = cache_ttl
         self._cache: dict[int, tuple[float, list[dict[str, Any]], list[dict[str, Any]]]] = {}
         self._members: dict[int, set[int]] = {}  # team id -> cached users in it
+        self._user_wires: dict[int, tuple[Any, dict[str, Any]]] = {}  # id -> (row, wire)
         self._generation = 0  # bumped by every invalidation; a fetch older than it stores nothing
         self._subscribed = False
 
@@ -102,12 +106,22 @@ class InProcessSource:
         return self._watch.healthy
 
     async def fetch(self, user_id: int, token: str) -> UserData:
+        # The warm path — user row and teams and tasks all cached — does no I/O,
+        # so it needs no timeout (arming one costs more than the rest of it).
+        user = self._runtime.auth.authenticate_cached(token)
+        if user is not None:
+            if user.id != user_id:
+                raise TokenInvalid()
+            cached = self._cache.get(user_id)
+            if cached is not None and time.monotonic() - cached[0] < self._ttl:
+                self._watch.succeeded()
+                return UserData(self._user_wire(user), cached[1], cached[2])
         try:
             async with asyncio.timeout(self._timeout):
                 user = await self._runtime.auth.authenticate(token)
                 if user.id != user_id:
                     raise TokenInvalid()
-                user_wire = wire(UserOut.model_validate(user))
+                user_wire = self._user_wire(user)
                 cached = self._cache.get(user_id)
                 if cached is not None and time.monotonic() - cached[0] < self._ttl:
                     self._watch.succeeded()
@@ -127,6 +141,21 @@ class InProcessSource:
         if generation == self._generation:
             self._remember(user_id, team_wires, task_wires)
         return UserData(user_wire, team_wires, task_wires)
+
+    def _user_wire(self, user: Any) -> dict[str, Any]:
+        """The wire form of a user row, built once per row object.
+
+        `AuthService` hands out the same cached row until it reloads or drops
+        it; a reloaded row is a new object and gets a new wire form.
+        """
+        entry = self._user_wires.get(user.id)
+        if entry is not None and entry[0] is user:
+            return entry[1]
+        user_wire = wire(UserOut.model_validate(user))
+        if len(self._user_wires) >= USER_WIRE_CACHE_SIZE:
+            self._user_wires.pop(next(iter(self._user_wires)))
+        self._user_wires[user.id] = (user, user_wire)
+        return user_wire
 
     def _remember(
         self, user_id: int, teams: list[dict[str, Any]], tasks: list[dict[str, Any]]

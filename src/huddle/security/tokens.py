@@ -4,6 +4,20 @@ Access tokens: `sub` (user id), `type: "access"`, `iat`, `exp`, `jti`, and
 `iss`/`aud` when configured. Refresh tokens: the same with `type: "refresh"`
 and `fam` (the family id of their login). `iat` carries milliseconds, so a
 token minted in the same second as a "logout everywhere" is told apart.
+
+Verified access tokens are remembered (`ACCESS_MEMO_SIZE` of them, the
+oldest forgotten first): one gateway handshake checks its token up to three
+times (the rate limiter's expired-bucket pre-check, the authentication, the
+user-data fetch), and a client reconnecting presents the same token again.
+A remembered token skips the signature check and the decoding, never the
+clock: its `exp` is compared with the time (and the leeway) on every call,
+exactly as PyJWT does, so it is refused the moment it expires. Only
+successful verifications of access tokens are remembered — never a refusal,
+never a refresh token (redeeming one always goes through the database) —
+and the memo belongs to one `TokenService`, i.e. to one key: a process with
+a new key builds a new service. Revocation is not a property of the token
+and is checked elsewhere on every use (`AuthService.user_for_claims`, the
+gateway's revocation list).
 """
 
 from __future__ import annotations
@@ -11,10 +25,12 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from jwt.algorithms import HMACAlgorithm, get_default_algorithms
 
 from huddle.config import Settings
 from huddle.errors import (
@@ -24,6 +40,9 @@ from huddle.errors import (
     TokenExpired,
     TokenInvalid,
 )
+
+ACCESS_MEMO_SIZE = 4096
+"""Verified access tokens remembered per `TokenService` (a few hundred bytes each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +62,57 @@ class IssuedToken:
     claims: Claims
 
 
+class _PreparedHMAC(HMACAlgorithm):
+    """PyJWT's HMAC, with the configured secret's checks done once.
+
+    `HMACAlgorithm.prepare_key` re-examines the key on every verification
+    (PEM, SSH, DER and JWK probes, two of them by way of exceptions): about
+    half of what verifying an HS256 token costs. The configured key never
+    changes, so its prepared form is kept; any other key goes the usual way.
+    """
+
+    def __init__(self, hash_alg: Any, key: str | bytes) -> None:
+        super().__init__(hash_alg)
+        self._key = key
+        self._prepared = super().prepare_key(key)  # raises as PyJWT would, for a bad key
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if key is self._key:
+            return self._prepared
+        return super().prepare_key(key)
+
+
+def _decoder(algorithm: str, key: str | bytes) -> Callable[..., dict[str, Any]]:
+    """`jwt.decode`, or the same on a private `PyJWT` using `_PreparedHMAC` for an HMAC key."""
+    default = get_default_algorithms().get(algorithm)
+    decoder = jwt.PyJWT()
+    jws = getattr(decoder, "_jws", None)  # PyJWT >= 2.10 gives each PyJWT its own PyJWS
+    if type(default) is not HMACAlgorithm or not isinstance(jws, jwt.PyJWS):
+        return jwt.decode
+    try:
+        prepared = _PreparedHMAC(default.hash_alg, key)
+    except jwt.PyJWTError:
+        return jwt.decode  # a key PyJWT refuses: let every verification say so, as before
+    jws.unregister_algorithm(algorithm)
+    jws.register_algorithm(algorithm, prepared)
+    return decoder.decode
+
+
 class TokenService:
     """Mints and verifies access and refresh tokens with the configured key and algorithm."""
 
-    def __init__(self, settings: Settings, *, can_sign: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, can_sign: bool = True, memo_size: int = ACCESS_MEMO_SIZE
+    ) -> None:
         self._settings = settings
         self._algorithm = settings.jwt_algorithm
         self._verify_key = settings.verification_key()
         self._sign_key = settings.signing_key() if can_sign else None
+        self._leeway = settings.jwt_leeway
+        # token -> (claims, int(exp)); insertion order is age, the oldest goes first
+        self._memo: dict[str, tuple[Claims, int]] = {}
+        self._memo_size = memo_size
+        self._decode = _decoder(self._algorithm, self._verify_key)
 
     @property
     def access_ttl(self) -> int:
@@ -64,11 +126,28 @@ class TokenService:
 
     def verify_access(self, token: str) -> Claims:
         """Verified access-token claims; raises TokenExpired or TokenInvalid."""
-        return self._verify(token, "access", TokenExpired, TokenInvalid)
+        memo = self._memo
+        entry = memo.get(token) if type(token) is str else None
+        if entry is not None:
+            # PyJWT's own test: expired once `exp <= now - leeway`.
+            if entry[1] > time.time() - self._leeway:
+                return entry[0]
+            memo.pop(token, None)
+            raise TokenExpired()
+        claims, exp = self._verify(token, "access", TokenExpired, TokenInvalid)
+        if self._memo_size > 0:
+            if len(memo) >= self._memo_size:
+                memo.pop(next(iter(memo)), None)
+            memo[token] = (claims, exp)
+        return claims
+
+    def forget_verified(self) -> None:
+        """Forget every remembered access token (the next use of each verifies it in full)."""
+        self._memo.clear()
 
     def verify_refresh(self, token: str) -> Claims:
         """Verified refresh-token claims; raises RefreshTokenExpired or RefreshTokenInvalid."""
-        return self._verify(token, "refresh", RefreshTokenExpired, RefreshTokenInvalid)
+        return self._verify(token, "refresh", RefreshTokenExpired, RefreshTokenInvalid)[0]
 
     def _issue(self, user_id: int, kind: str, ttl: int, family_id: str | None) -> IssuedToken:
         if self._sign_key is None:
@@ -97,11 +176,12 @@ class TokenService:
         kind: str,
         expired: type[AuthError],
         invalid: type[AuthError],
-    ) -> Claims:
+    ) -> tuple[Claims, int]:
+        """The claims, and `exp` as PyJWT compares it (an int)."""
         if not isinstance(token, str) or not token or len(token) > 8192:
             raise invalid()
         try:
-            payload = jwt.decode(
+            payload = self._decode(
                 token,
                 self._verify_key,
                 algorithms=[self._algorithm],
@@ -123,10 +203,12 @@ class TokenService:
             user_id = int(payload["sub"])
             issued_at = float(payload["iat"])
             expires_at = float(payload["exp"])
-        except (TypeError, ValueError):
+            exp = int(payload["exp"])  # PyJWT checked that this works
+        except (TypeError, ValueError, OverflowError):
             raise invalid() from None
         family = payload.get("fam")
         if kind == "refresh" and not isinstance(family, str):
             raise invalid()
         jti = payload.get("jti")
-        return Claims(user_id, issued_at, expires_at, jti if isinstance(jti, str) else "", family)
+        claims = Claims(user_id, issued_at, expires_at, jti if isinstance(jti, str) else "", family)
+        return claims, exp
