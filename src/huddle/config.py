@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # How room broadcasts are written: "fast" (encode once, shared frames,
     # coalesced writes; see gateway/manager.py) or python-socketio's "stock" path.
     gateway_fanout: Literal["fast", "stock"] = "fast"
+    # Engine.IO heartbeat (seconds), as Socket.IO's pingInterval / pingTimeout:
+    # a client that misses a pong for ping_timeout is disconnected.
+    socket_ping_interval: float = Field(25, gt=0)
+    socket_ping_timeout: float = Field(20, gt=0)
     max_payload: int = Field(65_536, gt=0)
 
     max_connections_per_ip: int = Field(10, gt=0)

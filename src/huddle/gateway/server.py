@@ -168,6 +168,8 @@ class Gateway:
             async_mode="asgi",
             cors_allowed_origins=_cors(settings),
             max_http_buffer_size=settings.max_payload,
+            ping_interval=settings.socket_ping_interval,
+            ping_timeout=settings.socket_ping_timeout,
             always_connect=True,  # accept, then say what is wrong (SPEC §4.1)
             # Encode-once broadcasts without a task per recipient (see manager.py);
             # direct WebSocket sessions without a task per message (engine.py).

@@ -1,0 +1,149 @@
+"""The Engine.IO layer of direct WebSocket sessions (gateway/engine.py), seen from the wire.
+
+A raw WebSocket client speaks Engine.IO 4 / Socket.IO 5 by hand against a real
+`huddle serve`, so that what the lean socket writes — the OPEN packet, pings,
+the CLOSE packet and the WebSocket close — is checked frame by frame, with a
+heartbeat shortened to one second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from tests.factories import Factory
+from tests.gateway.live import LiveServer
+
+
+@pytest.fixture(scope="module")
+def heartbeat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = LiveServer(
+        tmp_path_factory.mktemp("engine"),
+        env={"SOCKET_PING_INTERVAL": "1", "SOCKET_PING_TIMEOUT": "1", "AUTH_TIMEOUT": "1"},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def token(heartbeat_server: LiveServer) -> AsyncIterator[str]:
+    async with httpx.AsyncClient(base_url=heartbeat_server.url) as client:
+        user = await Factory(client).user()
+    yield user.access_token
+
+
+def _ws_url(server: LiveServer) -> str:
+    return server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+
+
+async def _frame(ws: ClientConnection, timeout: float = 5.0) -> str:
+    frame = await asyncio.wait_for(ws.recv(), timeout)
+    assert isinstance(frame, str)
+    return frame
+
+
+async def _open_and_authenticate(ws: ClientConnection, token: str) -> dict[str, object]:
+    opening = await _frame(ws)
+    assert opening.startswith("0{"), opening
+    await ws.send("40" + json.dumps({"token": token}))
+    assert (await _frame(ws)).startswith("40{")
+    event = await _frame(ws)
+    assert event.startswith('42["authenticated"'), event
+    return dict(json.loads(opening[1:]))
+
+
+async def _metric(server: LiveServer, name: str) -> float:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        text = (await client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_open_packet_announces_the_configured_heartbeat(
+    heartbeat_server: LiveServer, token: str
+) -> None:
+    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
+        handshake = await _open_and_authenticate(ws, token)
+    assert handshake["upgrades"] == []
+    assert handshake["pingTimeout"] == 1000
+    assert handshake["pingInterval"] >= 1000
+    assert isinstance(handshake["sid"], str) and handshake["sid"]
+
+
+async def test_answered_pings_keep_the_session_and_silence_ends_it(
+    heartbeat_server: LiveServer, token: str
+) -> None:
+    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
+        await _open_and_authenticate(ws, token)
+        # Answered pings keep coming, one per interval, and the session stays.
+        for _ in range(3):
+            assert await _frame(ws, timeout=3) == "2"
+            await ws.send("3")
+        await ws.send('42["no_such_event"]')  # still served: answered with an error
+        answer = await _frame(ws, timeout=3)
+        assert json.loads(answer[2:])[1]["code"] == "BAD_REQUEST", answer
+        # Now stop answering pings: the server gives up within interval + timeout.
+        assert await _frame(ws, timeout=3) == "2"
+        started = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                frame = await _frame(ws, timeout=6)
+                assert frame in ("2", "1") or frame.startswith("42"), frame
+        assert time.monotonic() - started < 6
+
+
+async def test_a_server_side_disconnect_sends_close_and_closes_the_websocket(
+    heartbeat_server: LiveServer,
+) -> None:
+    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
+        assert (await _frame(ws)).startswith("0{")
+        await ws.send("40")  # no token: AUTH_TIMEOUT (1 s) later the server lets go
+        assert (await _frame(ws)).startswith("40{")
+        frames: list[str] = []
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                frame = await _frame(ws, timeout=5)
+                if frame == "2":  # a live client: pings answered, so only the server ends it
+                    await ws.send("3")
+                else:
+                    frames.append(frame)
+    events = [f for f in frames if f.startswith("42")]
+    assert events and json.loads(events[0][2:])[0] == "authentication_error"
+    assert json.loads(events[0][2:])[1]["code"] == "TOKEN_MISSING"
+    # Socket.IO's DISCONNECT, then Engine.IO's CLOSE, after the error and in that order.
+    assert frames.index("41") > frames.index(events[0])
+    assert frames[-1] == "1"
+
+
+async def test_dead_sessions_are_released(heartbeat_server: LiveServer, token: str) -> None:
+    before = await _metric(heartbeat_server, "huddle_gateway_connections")
+    sockets = [await websockets.connect(_ws_url(heartbeat_server)) for _ in range(5)]
+    try:
+        for ws in sockets:
+            await _open_and_authenticate(ws, token)
+        assert await _metric(heartbeat_server, "huddle_gateway_connections") == before + 5
+        # Half of them vanish without a close handshake, half close politely.
+        for ws in sockets[:2]:
+            ws.transport.abort()
+        for ws in sockets[2:]:
+            await ws.close()
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            if await _metric(heartbeat_server, "huddle_gateway_connections") == before:
+                break
+            await asyncio.sleep(0.2)
+        assert await _metric(heartbeat_server, "huddle_gateway_connections") == before
+    finally:
+        for ws in sockets:
+            await ws.close()
