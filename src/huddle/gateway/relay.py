@@ -64,10 +64,11 @@ class EventRelay:
         if event.team_id is None:
             return
         hub = self._hub
-        syncing = hub.sessions.syncing
-        for session in syncing:
-            session.hold(event)
-        skip = [s.sid for s in syncing]
+        skip: list[str] = []
+        if syncing := hub.sessions.syncing:  # rarely: a socket authenticating or replaying
+            for session in syncing:
+                session.hold(event)
+            skip = [s.sid for s in syncing]
         affected = self._affected_users(event)
         room = team_room(event.team_id)
         if event.type == MEMBER_ADDED and event.subject_user_id is not None:
