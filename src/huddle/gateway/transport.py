@@ -253,6 +253,11 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         if kind == "websocket.close":
             self._flush()  # what was sent before the close goes before it
         await super().send(message)
+        if kind == "websocket.accept" and self.handshake_complete:
+            # uvicorn keeps the upgrade request and response (two header sets,
+            # ~3 KB) for the connection's lifetime; nothing reads them again.
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
 
     def shutdown(self) -> None:
         self._flush()
