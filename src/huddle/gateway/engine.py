@@ -182,10 +182,96 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         await connection.close_now()
 
 
+class _Body:
+    """The request body as engine.io reads it (`environ["wsgi.input"].read(n)`)."""
+
+    __slots__ = ("_event", "_payload", "_receive")
+
+    def __init__(self, event: dict[str, Any], receive: Any) -> None:
+        self._event = event
+        self._receive = receive
+        self._payload: bytes | None = None
+
+    async def read(self, length: int | None = None) -> bytes:
+        if self._payload is None:
+            payload = self._event.get("body") or b""
+            event = self._event
+            while event.get("more_body"):
+                event = await self._receive()
+                if event["type"] != "http.request":
+                    break
+                if length is None or len(payload) < length:
+                    payload += event.get("body") or b""
+            self._payload = payload
+        if length is None:
+            data, self._payload = self._payload, b""
+        else:
+            data, self._payload = self._payload[:length], self._payload[length:]
+        return data
+
+
+async def translate_request(scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any]:
+    """The WSGI-style environ engine.io reads, from an ASGI request.
+
+    Why not python-engineio's own (`async_drivers.asgi.translate_request`):
+    it defines its body-reader class inside the function, so every request —
+    each handshake and each long-poll — builds a new class (~20 µs of CPU and
+    ~1.6 KB held for as long as the session keeps its environ). This one
+    gives engine.io and python-socketio the same keys. REMOTE_ADDR is the
+    ASGI peer rather than engine.io's fixed `127.0.0.1` (Huddle itself reads
+    the client address from `asgi.scope`, see security/client_ip.py).
+    """
+    event = await receive()
+    if event["type"] not in ("http.request", "websocket.connect"):
+        return {}
+    path = scope["path"]
+    query = scope.get("query_string") or b""
+    try:
+        query_string = query.decode("utf-8")
+    except UnicodeDecodeError:
+        query_string = ""
+    client = scope.get("client")
+    environ: dict[str, Any] = {
+        "wsgi.input": _Body(event, receive),
+        "REQUEST_METHOD": scope.get("method", "GET"),
+        "PATH_INFO": path,
+        "QUERY_STRING": query_string,
+        "RAW_URI": f"{path}?{query_string}" if query_string else path,
+        "SCRIPT_NAME": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": client[0] if client else "127.0.0.1",
+        "asgi.receive": receive,
+        "asgi.send": send,
+        "asgi.scope": scope,
+    }
+    for raw_name, raw_value in scope["headers"]:
+        try:
+            name = raw_name.decode("utf-8").upper()
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if name == "CONTENT-TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif name == "CONTENT-LENGTH":
+            environ["CONTENT_LENGTH"] = value
+        else:
+            key = "HTTP_" + name.replace("-", "_")
+            previous = environ.get(key)
+            environ[key] = value if previous is None else f"{previous},{value}"
+    environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
+    return environ
+
+
 class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server, giving direct WebSocket sessions a `LeanSocket`."""
 
     start_service_task: bool
+    _async: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.async_mode == "asgi":
+            self._async = {**self._async, "translate_request": translate_request}
 
     async def _handle_connect(
         self, environ: dict[str, Any], transport: str, jsonp_index: int | None = None
@@ -196,9 +282,7 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         if self.start_service_task:  # as engine.io: the task that checks ping timeouts
             self.start_service_task = False
             self.service_task_handle = self.start_background_task(self._service_task)
-        # Engine.IO keeps the environ for the session's lifetime; its request-body
-        # reader (a class made per request) is of no use to a WebSocket.
-        environ.pop("wsgi.input", None)
+        environ.pop("wsgi.input", None)  # kept for the session's lifetime, of no use to it
         sid = self.generate_id()
         socket = LeanSocket(self, sid, connection)
         self.sockets[sid] = socket

@@ -52,10 +52,13 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             )
             return
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        encoded = self.server.packet_class(
-            sio_packet.EVENT, namespace=namespace, data=[event, *args]
-        ).encode()
-        if isinstance(encoded, list):  # binary attachments: several engine.io packets
+        try:
+            # binary=False: python-socketio would otherwise walk the whole payload
+            # looking for bytes first; JSON encoding finds them anyway (TypeError).
+            encoded = self.server.packet_class(
+                sio_packet.EVENT, namespace=namespace, data=[event, *args], binary=False
+            ).encode()
+        except TypeError:  # bytes somewhere (or not JSON at all): python-socketio's own path
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
             return
         skip = skip_sid if isinstance(skip_sid, list | set | tuple) else (skip_sid,)

@@ -1,0 +1,119 @@
+"""The gateway's Socket.IO stack on its own: `LeanSocketIOServer` + `FastManager` + uvicorn's
+`FastWebSocketProtocol`, served by a real uvicorn on a real socket, with python-socketio's
+own client over WebSocket and over long-polling.
+
+What a user of these classes would notice if they broke: a broadcast with bytes in it
+(python-socketio's binary path) must arrive intact, in order with the text events around
+it, on both transports; and a socket's own emits and room broadcasts interleave in the
+order they were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import socketio
+import uvicorn
+
+from huddle.gateway.engine import LeanSocketIOServer
+from huddle.gateway.manager import FastManager
+from huddle.gateway.transport import FastWebSocketProtocol
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[tuple[str, socketio.AsyncServer]]:
+    # A short heartbeat: python-engineio parks a long-poll for ping interval +
+    # timeout after the client's CLOSE, which the polling client's disconnect awaits.
+    sio = LeanSocketIOServer(
+        async_mode="asgi", client_manager=FastManager(), ping_interval=1, ping_timeout=1
+    )
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        await sio.enter_room(sid, "room")
+
+    port = _free_port()
+    config = uvicorn.Config(
+        socketio.ASGIApp(sio),
+        host="127.0.0.1",
+        port=port,
+        ws=FastWebSocketProtocol,
+        ws_ping_interval=None,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}", sio
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(task, 10)
+
+
+async def _client(url: str, transports: list[str]) -> tuple[socketio.AsyncClient, list[Any]]:
+    client = socketio.AsyncClient(reconnection=False)
+    received: list[Any] = []
+
+    @client.on("*")
+    async def any_event(event: str, data: Any) -> None:
+        received.append((event, data))
+
+    await client.connect(url, transports=transports, wait_timeout=5)
+    return client, received
+
+
+async def _until(received: list[Any], count: int) -> None:
+    async with asyncio.timeout(5):
+        while len(received) < count:
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
+async def test_binary_and_text_broadcasts_arrive_intact_and_in_order(
+    stack: tuple[str, socketio.AsyncServer], transports: list[str]
+) -> None:
+    url, sio = stack
+    client, received = await _client(url, transports)
+    try:
+        await sio.emit("note", {"n": 1}, to="room")
+        await sio.emit("blob", b"\x00\x01binary\xff", to="room")
+        await sio.emit("note", {"n": 2, "text": "héllo"}, to="room")
+        await _until(received, 3)
+        assert received == [
+            ("note", {"n": 1}),
+            ("blob", b"\x00\x01binary\xff"),
+            ("note", {"n": 2, "text": "héllo"}),
+        ]
+    finally:
+        await client.disconnect()
+
+
+async def test_own_emits_and_broadcasts_keep_their_order(
+    stack: tuple[str, socketio.AsyncServer],
+) -> None:
+    url, sio = stack
+    client, received = await _client(url, ["websocket"])
+    try:
+        sid = client.get_sid()
+        for n in range(20):
+            target = sid if n % 2 else "room"
+            await sio.emit("seq", n, to=target)
+        await _until(received, 20)
+        assert [data for _, data in received] == list(range(20))
+    finally:
+        await client.disconnect()
