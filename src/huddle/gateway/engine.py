@@ -11,7 +11,8 @@ handshake. This module keeps engine.io's protocol logic (packets, `receive`,
 `close`, ping timeouts checked by the server's service task) and changes only
 how a direct WebSocket session moves bytes:
 
-- reading happens in the ASGI task itself, one `await` per message;
+- reading happens in the ASGI task itself, one `await` per message, on the
+  connection's queue (no ASGI wrapper, no `wait_for`);
 - writing is synchronous: a packet is framed and handed to the connection
   (`transport.FastWebSocketProtocol.send_text_now`), which coalesces one
   loop turn's frames into one write and disconnects a peer whose unsent bytes
@@ -148,10 +149,13 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
 
     # --- the WebSocket session ---------------------------------------------------
 
-    async def _websocket_handler(self, ws: Any) -> None:
-        if self.connected:  # pragma: no cover - a LeanSocket never starts on polling
-            await super()._websocket_handler(ws)
-            return
+    async def serve(self) -> None:
+        """Read the session's messages until the WebSocket closes (runs in the ASGI task).
+
+        Reads the connection's queue directly, as uvicorn's `receive` would
+        (resuming a paused transport once the queue is drained), so an idle
+        session waits in one coroutine chain and no task.
+        """
         connection = self._transport
         self.connected = True
         self.upgraded = True
@@ -161,14 +165,21 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         for pkt in early or ():
             self._write(connection, pkt)
         limit = self.server.max_http_buffer_size
+        queue = connection.queue
         while True:
             try:
-                data = await ws.wait()
-            except (OSError, asyncio.CancelledError):
+                message = await queue.get()
+            except asyncio.CancelledError:  # server shutdown: close as a lost transport
                 break
-            if data is None:  # pragma: no cover - the ASGI wrapper raises instead
+            if connection.read_paused and queue.empty():
+                connection.read_paused = False
+                connection.transport.resume_reading()
+            if message["type"] != "websocket.receive":
                 break
-            if len(data) > limit:
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes")
+            if data is None or len(data) > limit:
                 break
             try:
                 await self.receive(eio_packet.Packet(encoded_packet=data))
@@ -305,10 +316,11 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
             self.logger.warning("Application rejected connection")
             return self._unauthorized(accepted or None)
         socket.schedule_ping()
-        response = await socket.handle_get_request(environ)
+        await environ["asgi.send"]({"type": "websocket.accept"})
+        await socket.serve()
         if socket.closed and sid in self.sockets:
             del self.sockets[sid]
-        return response
+        return ""  # the WebSocket said everything: no HTTP response (as engine.io's own)
 
 
 class LeanSocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
