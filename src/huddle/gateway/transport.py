@@ -35,7 +35,7 @@ from urllib.parse import parse_qs
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 
 from huddle.logging import get_logger
 
@@ -254,10 +254,7 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             self._flush()  # what was sent before the close goes before it
         await super().send(message)
         if kind == "websocket.accept" and self.handshake_complete:
-            # uvicorn keeps the upgrade request and response (two header sets,
-            # ~3 KB) for the connection's lifetime; nothing reads them again.
-            self.request = None  # type: ignore[assignment]
-            self.response = None  # type: ignore[assignment]
+            self._forget_handshake()
 
     def shutdown(self) -> None:
         self._flush()
@@ -268,6 +265,23 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             del _by_sid[self._eio_sid]
         self._pending.clear()
         super().connection_lost(exc)
+
+    def _forget_handshake(self) -> None:
+        """Drop what the upgrade left behind (~3 KB per connection, held for hours).
+
+        uvicorn keeps the upgrade request and response, and `websockets`' parser
+        generator keeps the request in its frame for the connection's lifetime;
+        nothing reads them again. The parser is restarted as the plain frame
+        parser it continues with — only while nothing is buffered, which holds
+        at accept time: a client sends no frame before it has the 101 response.
+        """
+        self.request = None  # type: ignore[assignment]
+        self.response = None  # type: ignore[assignment]
+        conn = self.conn
+        if conn.state is State.OPEN and not conn.reader.buffer:
+            parser = Protocol.parse(conn)
+            next(parser)
+            conn.parser = parser
 
     # --- registration -------------------------------------------------------
 
