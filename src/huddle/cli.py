@@ -71,6 +71,7 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         # uvicorn's sans-I/O WebSocket protocol, extended with the shared-frame
         # write path of the gateway's broadcasts (gateway/transport.py).
         ws=FastWebSocketProtocol,
+        interface="asgi3",  # the app is ASGI 3; uvicorn's guess looks for a coroutine function
         ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_payload + 1024,
         # Engine.IO pings every client itself (and closes it when the pong is

@@ -218,19 +218,28 @@ class Authenticator:
 
     def _schedule_expiry(self, session: SocketSession) -> None:
         expires_at = session.expires_at
-        now = time.time()
+        leeway = self._settings.jwt_leeway
         warning = self._settings.token_expiry_warning
-        if warning > 0:
+        hub = self._hub
+
+        def arm_expiry() -> None:
             session.schedule(
-                "warn",
-                expires_at - warning - now,
-                lambda: self._hub.spawn(self._warn(session, expires_at), "expiry-warning"),
+                "expire",
+                expires_at + leeway - time.time(),
+                lambda: hub.spawn(self._expired(session, expires_at), "expiry"),
             )
-        session.schedule(
-            "expire",
-            expires_at + self._settings.jwt_leeway - now,
-            lambda: self._hub.spawn(self._expired(session, expires_at), "expiry"),
-        )
+
+        if warning <= 0:
+            arm_expiry()
+            return
+
+        def warn() -> None:
+            # One timer per session at a time (an idle socket holds it for the
+            # token's whole life): the warning arms the expiry when it fires.
+            arm_expiry()
+            hub.spawn(self._warn(session, expires_at), "expiry-warning")
+
+        session.schedule("warn", expires_at - warning - time.time(), warn)
 
     async def _warn(self, session: SocketSession, expires_at: float) -> None:
         if session.authenticated and session.expires_at == expires_at:

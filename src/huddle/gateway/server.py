@@ -23,7 +23,7 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
@@ -116,9 +116,16 @@ class LongPolls:
         self._closing = False
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
+        def dispatch(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+            # Not a coroutine itself: a WebSocket, open for hours, keeps no frame
+            # of this wrapper alive. (Served as ASGI 3: see cli.py `interface`.)
+            if scope["type"] != "http" or scope.get("method") != "GET":
+                return app(scope, receive, send)
+            return tracked(scope, receive, send)
+
         async def tracked(scope: Scope, receive: Receive, send: Send) -> None:
             task = asyncio.current_task()
-            if task is None or scope["type"] != "http" or scope.get("method") != "GET":
+            if task is None:
                 await app(scope, receive, send)
                 return
             self._tasks.add(task)
@@ -130,7 +137,7 @@ class LongPolls:
             finally:
                 self._tasks.discard(task)
 
-        return tracked
+        return dispatch
 
     def release(self) -> None:
         """Answer every parked poll now, and every later one after half a second."""
