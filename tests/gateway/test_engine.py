@@ -147,3 +147,24 @@ async def test_dead_sessions_are_released(heartbeat_server: LiveServer, token: s
     finally:
         for ws in sockets:
             await ws.close()
+
+
+async def test_a_direct_websocket_from_a_disallowed_origin_is_refused(
+    heartbeat_server: LiveServer, token: str
+) -> None:
+    with pytest.raises(websockets.InvalidStatus):
+        async with websockets.connect(
+            _ws_url(heartbeat_server), additional_headers={"Origin": "https://evil.example"}
+        ):
+            pass
+    async with websockets.connect(
+        _ws_url(heartbeat_server), additional_headers={"Origin": heartbeat_server.url}
+    ) as ws:
+        await _open_and_authenticate(ws, token)
+
+
+async def test_a_wrong_protocol_version_is_refused(heartbeat_server: LiveServer) -> None:
+    url = _ws_url(heartbeat_server).replace("EIO=4", "EIO=3")
+    with pytest.raises(websockets.InvalidStatus):
+        async with websockets.connect(url):
+            pass

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 import engineio
 import socketio
@@ -149,6 +150,12 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
 
     # --- the WebSocket session ---------------------------------------------------
 
+    def _write_early(self, connection: FastWebSocketProtocol) -> None:
+        # (A method of its own, so that no local of `serve` keeps the packets alive.)
+        early, self._early = self._early, None
+        for pkt in early or ():
+            self._write(connection, pkt)
+
     async def serve(self) -> None:
         """Read the session's messages until the WebSocket closes (runs in the ASGI task).
 
@@ -161,9 +168,7 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         self.upgraded = True
         self.connection = connection
         connection.attach(self.sid)
-        early, self._early = self._early, None
-        for pkt in early or ():
-            self._write(connection, pkt)
+        self._write_early(connection)
         limit = self.server.max_http_buffer_size
         queue = connection.queue
         while True:
@@ -284,12 +289,72 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         if self.async_mode == "asgi":
             self._async = {**self._async, "translate_request": translate_request}
 
+    def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """engine.io's entry point; a direct WebSocket opening is served here instead.
+
+        Why not through engine.io's `handle_request`: that coroutine stays on the
+        stack for the whole session and keeps its locals (the parsed query and
+        the request's bookkeeping) alive for hours. The checks it would make
+        for such a request are made here: allowed origin, Engine.IO version 4,
+        WebSocket transport, no session id (an upgrade goes the usual way).
+        """
+        scope = args[0] if args else kwargs.get("scope")
+        connection = self._direct_websocket(scope)
+        if connection is None:
+            return super().handle_request(*args, **kwargs)
+        return self._serve_direct(connection, *args, **kwargs)
+
+    def _direct_websocket(self, scope: Any) -> FastWebSocketProtocol | None:
+        if not isinstance(scope, dict) or scope.get("type") != "websocket":
+            return None
+        connection = connection_of(scope)
+        if connection is None or "websocket" not in self.transports:
+            return None
+        query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+        if (
+            query.get("transport") != ["websocket"]
+            or query.get("EIO") != ["4"]
+            or "sid" in query
+            or "j" in query
+        ):
+            return None
+        return connection
+
+    async def _serve_direct(
+        self, connection: FastWebSocketProtocol, scope: Any, receive: Any, send: Any
+    ) -> Any:
+        environ = await translate_request(scope, receive, send)
+        if not environ:
+            return None
+        response = self._refused_origin(environ)
+        if response is None:
+            response = await self._open(environ, connection)
+        if isinstance(response, dict):
+            return await self._make_response(response, environ)
+        return response
+
+    def _refused_origin(self, environ: dict[str, Any]) -> dict[str, Any] | None:
+        """engine.io's origin check (CORS applies to WebSockets only through it)."""
+        origin = environ.get("HTTP_ORIGIN")
+        if self.cors_allowed_origins == [] or not origin:
+            return None
+        allowed = self._cors_allowed_origins(environ)
+        if allowed is None or origin in allowed:
+            return None
+        self._log_error_once(origin + " is not an accepted origin.", "bad-origin")
+        refusal: dict[str, Any] = self._bad_request(origin + " is not an accepted origin.")
+        return refusal
+
     async def _handle_connect(
         self, environ: dict[str, Any], transport: str, jsonp_index: int | None = None
     ) -> Any:
         connection = connection_of(environ.get("asgi.scope"))
         if transport != "websocket" or connection is None:
             return await super()._handle_connect(environ, transport, jsonp_index)
+        return await self._open(environ, connection)
+
+    async def _open(self, environ: dict[str, Any], connection: FastWebSocketProtocol) -> Any:
+        """A new Engine.IO session on a `LeanSocket`, served until its WebSocket closes."""
         if self.start_service_task:  # as engine.io: the task that checks ping timeouts
             self.start_service_task = False
             self.service_task_handle = self.start_background_task(self._service_task)
@@ -297,19 +362,7 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         sid = self.generate_id()
         socket = LeanSocket(self, sid, connection)
         self.sockets[sid] = socket
-        await socket.send(
-            eio_packet.Packet(
-                eio_packet.OPEN,
-                {
-                    "sid": sid,
-                    "upgrades": [],
-                    "pingTimeout": int(self.ping_timeout * 1000),
-                    "pingInterval": int(self.ping_interval + self.ping_interval_grace_period)
-                    * 1000,
-                    "maxPayload": self.max_http_buffer_size,
-                },
-            )
-        )
+        await socket.send(self._open_packet(sid))
         accepted = await self._trigger_event("connect", sid, environ, run_async=False)
         if accepted is not None and accepted is not True:
             del self.sockets[sid]
@@ -321,6 +374,18 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         if socket.closed and sid in self.sockets:
             del self.sockets[sid]
         return ""  # the WebSocket said everything: no HTTP response (as engine.io's own)
+
+    def _open_packet(self, sid: str) -> eio_packet.Packet:
+        return eio_packet.Packet(
+            eio_packet.OPEN,
+            {
+                "sid": sid,
+                "upgrades": [],
+                "pingTimeout": int(self.ping_timeout * 1000),
+                "pingInterval": int(self.ping_interval + self.ping_interval_grace_period) * 1000,
+                "maxPayload": self.max_http_buffer_size,
+            },
+        )
 
 
 class LeanSocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
