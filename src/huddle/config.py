@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # a client that misses a pong for ping_timeout is disconnected.
     socket_ping_interval: float = Field(25, gt=0)
     socket_ping_timeout: float = Field(20, gt=0)
+    # Milliseconds over which presence flips are gathered before `presence_changed`
+    # goes out (one write per member per window, flaps cancel); 0 announces at once.
+    presence_batch_ms: int = Field(50, ge=0)
     max_payload: int = Field(65_536, gt=0)
 
     max_connections_per_ip: int = Field(10, gt=0)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from huddle.config import Settings
 from huddle.events.envelope import PRESENCE_CHANGED, Envelope
 from huddle.gateway.hub import Hub
-from huddle.gateway.presence import MemoryPresence, Presence, create_presence_store
+from huddle.gateway.presence import (
+    MemoryPresence,
+    Presence,
+    PresenceBatch,
+    create_presence_store,
+)
 from huddle.gateway.presence_redis import RedisPresence
 from huddle.gateway.relay import EventRelay
 
@@ -36,6 +42,11 @@ class SilentStore(MemoryPresence):
 
 def settings(**values: Any) -> Settings:
     return Settings(_env_file=None, app_env="test", jwt_secret="x" * 40, **values)
+
+
+async def window_end() -> None:
+    """Past the default PRESENCE_BATCH_MS (50), when the hub has sent what it gathered."""
+    await asyncio.sleep(0.1)
 
 
 def test_a_user_flips_only_on_the_first_socket_up_and_the_last_down() -> None:
@@ -86,6 +97,7 @@ async def test_the_hub_emits_a_flip_to_the_room_when_the_store_asks() -> None:
     hub = Hub(sio, settings(), MemoryPresence())
     hub.presence.local.join(5, 10)
     await hub.announce(5, 10, online=True)
+    await window_end()
     assert sio.emitted == [
         ("presence_changed", {"teamId": 5, "userId": 10, "online": True}, "team:5")
     ]
@@ -98,6 +110,7 @@ async def test_a_flip_undone_before_it_is_announced_is_not_emitted() -> None:
     hub.presence.local.join(5, 10)
     hub.presence.local.leave(5, 10)
     await hub.announce(5, 10, online=True)
+    await window_end()
     assert sio.emitted == []
 
 
@@ -109,6 +122,7 @@ async def test_a_store_that_announces_through_the_cluster_keeps_the_hub_quiet() 
     await hub.announce(5, 10, online=True)
     store.local.join(6, 10)
     hub.forget_team(6)
+    await window_end()
     assert sio.emitted == []
     assert store.flips == [(5, 10, False), (6, 10, True)]
 
@@ -124,7 +138,203 @@ async def test_a_presence_control_message_reaches_each_named_team_room() -> None
     payload = {"userId": 10, "online": False, "teamIds": [3, 4]}
     await relay.handle(Envelope(type=PRESENCE_CHANGED, payload=payload))
     await relay.handle(Envelope(type=PRESENCE_CHANGED, payload={"userId": "x"}))  # malformed
+    await window_end()
     assert sio.emitted == [
         ("presence_changed", {"teamId": 3, "userId": 10, "online": False}, "team:3"),
         ("presence_changed", {"teamId": 4, "userId": 10, "online": False}, "team:4"),
+    ]
+
+
+# --- batching (PRESENCE_BATCH_MS) --------------------------------------------
+
+
+def everyone(team_id: int) -> bool:
+    return True
+
+
+def test_a_window_keeps_only_real_changes_with_their_state_now_in_order_of_first_change() -> None:
+    batch = PresenceBatch()
+    batch.record(1, 10, online=True)
+    batch.record(2, 11, online=True)
+    batch.record(1, 12, online=True)
+    batch.record(1, 13, online=True)
+    batch.record(1, 13, online=False)  # a flap: came and went within the window
+    batch.record(1, 10, online=False)
+    batch.record(1, 10, online=True)  # went and came back: still a change from before
+    assert batch.take(everyone) == [(1, [(10, True), (12, True)]), (2, [(11, True)])]
+    assert not batch.pending
+    assert batch.take(everyone) == []
+
+
+def test_a_user_the_room_heard_online_who_leaves_and_returns_within_a_window_is_not_announced() -> (
+    None
+):
+    batch = PresenceBatch()
+    batch.record(1, 10, online=True)
+    assert batch.take(everyone) == [(1, [(10, True)])]
+    batch.record(1, 10, online=False)
+    batch.record(1, 10, online=True)
+    assert batch.take(everyone) == []
+    batch.record(1, 10, online=True)  # restated (e.g. a store catching up): already heard
+    assert batch.take(everyone) == []
+    batch.record(1, 10, online=False)
+    assert batch.take(everyone) == [(1, [(10, False)])]
+
+
+def test_a_user_online_before_this_instance_heard_of_them_is_announced_going_offline() -> None:
+    batch = PresenceBatch()
+    batch.record(1, 10, online=False)
+    assert batch.take(everyone) == [(1, [(10, False)])]
+
+
+def test_what_rooms_heard_is_forgotten_when_users_go_offline_or_rooms_empty() -> None:
+    batch = PresenceBatch()
+    for user_id in (10, 11):
+        batch.record(1, user_id, online=True)
+    batch.record(2, 10, online=True)
+    batch.take(everyone)
+    batch.record(1, 10, online=False)
+    batch.record(1, 11, online=False)
+    batch.take(everyone)
+    batch.forget_room(2)
+    assert batch._heard == {}  # bounded by who is online in rooms someone here is in
+    batch.record(3, 10, online=True)
+    assert batch.take(lambda team_id: False) == [(3, [(10, True)])]
+    assert batch._heard == {}
+
+
+def test_a_forgotten_team_announces_nothing_it_had_pending() -> None:
+    batch = PresenceBatch()
+    batch.record(1, 10, online=True)
+    batch.record(2, 10, online=True)
+    batch.forget_team(1)
+    assert batch.take(everyone) == [(2, [(10, True)])]
+
+
+async def test_the_hub_sends_a_window_of_arrivals_once_at_its_end_team_by_team() -> None:
+    sio = FakeSio()
+    hub = Hub(sio, settings(), MemoryPresence())
+    for team_id, user_id in ((5, 10), (6, 10), (5, 11)):
+        hub.presence.local.join(team_id, user_id)
+        await hub.announce(team_id, user_id, online=True)
+    hub.presence.local.join(5, 12)
+    await hub.announce(5, 12, online=True)
+    hub.presence.local.leave(5, 12)
+    await hub.announce(5, 12, online=False)
+    assert sio.emitted == []
+    assert len(hub._tasks) == 0  # one timer for the window, not a task per change
+    await window_end()
+    assert sio.emitted == [
+        ("presence_changed", {"teamId": 5, "userId": 10, "online": True}, "team:5"),
+        ("presence_changed", {"teamId": 5, "userId": 11, "online": True}, "team:5"),
+        ("presence_changed", {"teamId": 6, "userId": 10, "online": True}, "team:6"),
+    ]
+
+
+async def test_a_zero_window_announces_at_once() -> None:
+    sio = FakeSio()
+    hub = Hub(sio, settings(presence_batch_ms=0), MemoryPresence())
+    hub.presence.local.join(5, 10)
+    await hub.announce(5, 10, online=True)
+    hub.presence.local.leave(5, 10)
+    await hub.announce(5, 10, online=False)
+    assert [payload["online"] for _event, payload, _room in sio.emitted] == [True, False]
+
+
+async def test_a_deleted_team_gets_no_announcement_gathered_before_it_went() -> None:
+    sio = FakeSio()
+    hub = Hub(sio, settings(), MemoryPresence())
+    hub.presence.local.join(5, 10)
+    await hub.announce(5, 10, online=True)
+    hub.forget_team(5)
+    await window_end()
+    assert sio.emitted == []
+
+
+async def test_stopping_drops_what_the_window_gathered_and_leaves_no_task() -> None:
+    sio = FakeSio()
+    hub = Hub(sio, settings(), MemoryPresence())
+    hub.presence.local.join(5, 10)
+    await hub.announce(5, 10, online=True)
+    await hub.cancel_tasks()
+    hub.presence.local.leave(5, 10)
+    await hub.announce(5, 10, online=False)  # a socket closing during shutdown
+    await window_end()
+    assert sio.emitted == []
+    assert not hub._tasks
+
+
+async def test_changes_during_a_flush_wait_for_the_next_window() -> None:
+    """Two flushes must not interleave: a later 'offline' could overtake the 'online' before it."""
+    gate = asyncio.Event()
+
+    class SlowSio(FakeSio):
+        async def emit(self, event: str, payload: Any, *, to: str, skip_sid: Any = None) -> None:
+            if payload["online"]:  # only the first frame is slow to leave
+                await gate.wait()
+            await super().emit(event, payload, to=to, skip_sid=skip_sid)
+
+    sio = SlowSio()
+    hub = Hub(sio, settings(presence_batch_ms=10), MemoryPresence())
+    hub.presence.local.join(5, 10)
+    await hub.announce(5, 10, online=True)
+    await asyncio.sleep(0.05)  # the flush has started and is stuck in emit
+    hub.presence.local.leave(5, 10)
+    await hub.announce(5, 10, online=False)
+    await asyncio.sleep(0.05)  # a second window's timer would have fired by now
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert [payload["online"] for _event, payload, _room in sio.emitted] == [True, False]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_flap_a_listing_may_have_shown_is_restated() -> None:
+    """A client that asked `team_presence` mid-flap was told 'online'; silence would leave it so."""
+    clock = Clock()
+    batch = PresenceBatch(grace=0.05, clock=clock)
+    batch.record(1, 10, online=True)
+    batch.record(1, 11, online=True)
+    clock.now += 0.01
+    batch.listed(1)
+    clock.now += 0.01
+    batch.record(1, 10, online=False)
+    batch.record(2, 10, online=True)
+    batch.record(2, 12, online=True)
+    batch.record(2, 12, online=False)  # team 2 was not listed: its flap stays unheard
+    assert batch.take(everyone) == [(1, [(10, False), (11, True)]), (2, [(10, True)])]
+
+
+def test_a_listing_shortly_before_a_flap_began_counts_as_seeing_it() -> None:
+    """A Redis store's answer can be ahead of the bus that brings the transition here."""
+    clock = Clock()
+    batch = PresenceBatch(grace=0.05, clock=clock)
+    batch.listed(1)
+    clock.now += 0.03
+    batch.record(1, 10, online=True)
+    batch.record(1, 10, online=False)
+    assert batch.take(everyone) == [(1, [(10, False)])]
+    clock.now += 0.1
+    batch.record(1, 10, online=True)
+    batch.record(1, 10, online=False)
+    assert batch.take(everyone) == []
+
+
+async def test_the_hub_learns_of_listings_through_the_store() -> None:
+    sio = FakeSio()
+    hub = Hub(sio, settings(), MemoryPresence())
+    hub.presence.local.join(5, 10)
+    await hub.announce(5, 10, online=True)
+    assert await hub.presence.online(5) == [10]
+    hub.presence.local.leave(5, 10)
+    await hub.announce(5, 10, online=False)
+    await window_end()
+    assert sio.emitted == [
+        ("presence_changed", {"teamId": 5, "userId": 10, "online": False}, "team:5")
     ]

@@ -7,7 +7,11 @@ is in, so presence and the relay never have to ask python-socketio.
 Presence: entering and leaving team rooms updates this instance's counts
 (`presence.local`); a flip is handed to the presence store (`announce`), which
 either asks the hub to emit `presence_changed` to its own room or has every
-instance emit it (`emit_presence`, from the relay) — see `presence.py`.
+instance emit it (`emit_presence`, from the relay) — see `presence.py`. Either
+way `emit_presence` only records the change; one timer per hub, armed by the
+first change of a window (PRESENCE_BATCH_MS), then sends the window's real
+changes team by team (`flush_presence`), so a burst of N arrivals costs each
+member one write instead of N, and a flap costs nothing.
 
 Ending a socket is two steps: `terminate` marks it closed and takes it out of
 every room at once (so it receives nothing more), then a task sends the
@@ -30,7 +34,7 @@ from huddle.config import Settings
 from huddle.errors import HuddleError, RateLimited
 from huddle.gateway import payloads
 from huddle.gateway.fanout import Fanout
-from huddle.gateway.presence import PresenceStore, create_presence_store
+from huddle.gateway.presence import PresenceBatch, PresenceStore, create_presence_store
 from huddle.gateway.session import SessionRegistry, SocketSession, State
 from huddle.logging import get_logger
 from huddle.metrics import AUTH_ERROR_CODES, SOCKETS_AUTHENTICATED
@@ -72,6 +76,12 @@ class Hub:
         self.sessions = SessionRegistry()
         self.presence = presence if presence is not None else create_presence_store(settings)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._presence_window = settings.presence_batch_ms / 1000
+        self._presence_batch = PresenceBatch(grace=self._presence_window)
+        self.presence.local.on_listed = self._presence_batch.listed
+        self._presence_timer: asyncio.TimerHandle | None = None
+        self._presence_flushing = False
+        self._presence_closed = False
 
     # --- background work ---------------------------------------------------
 
@@ -91,6 +101,13 @@ class Hub:
             log.exception("gateway_task_failed", task=name)
 
     async def cancel_tasks(self) -> None:
+        """Stop background work at shutdown. Presence not yet announced is dropped:
+        every client is being told to reconnect, and will ask `team_presence` then."""
+        self._presence_closed = True
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
+        self._presence_batch.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -202,6 +219,8 @@ class Hub:
         if session.user_id is None:
             return False
         went_offline = self.presence.local.leave(team_id, session.user_id)
+        if went_offline and not self.presence.local.has_team(team_id):
+            self._presence_batch.forget_room(team_id)
         if went_offline:
             if announce:
                 await self.announce(team_id, session.user_id, online=False)
@@ -237,18 +256,77 @@ class Hub:
             await self.emit_presence(team_id, user_id, online=online)
 
     def forget_team(self, team_id: int) -> None:
-        """A deleted team: drop its presence without announcing anything."""
+        """A deleted team: drop its presence, pending announcements included, announcing nothing."""
+        self._presence_batch.forget_team(team_id)
         for user_id in self.presence.local.drop_team(team_id):
             self.presence.changed(team_id, user_id, quiet=True)
 
     async def emit_presence(self, team_id: int, user_id: int, *, online: bool) -> None:
-        """`presence_changed {teamId, userId, online}` to the team's room on this instance."""
-        await self.fanout.room(
-            team_room(team_id),
-            "presence_changed",
-            {"teamId": team_id, "userId": user_id, "online": online},
-            skip=self.syncing_in_team(team_id),
-        )
+        """`presence_changed {teamId, userId, online}` to the team's room on this instance,
+        at the end of the current window (at once when PRESENCE_BATCH_MS is 0).
+
+        Every announcement comes through here, this instance's own and (from
+        the relay) the cluster's, in the order of the transitions, so the last
+        state recorded for a pair within a window is the truth.
+        """
+        if self._presence_window <= 0:
+            await self._send_presence(team_id, [(user_id, online)])
+            return
+        if self._presence_closed:
+            return
+        self._presence_batch.record(team_id, user_id, online=online)
+        self._arm_presence()
+
+    async def flush_presence(self) -> None:
+        """End the window now: send its real changes, each team's in one pass.
+
+        One flush at a time: changes arriving while one sends wait for the
+        next window, so two flushes never interleave frames about one user.
+        """
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
+        if self._presence_flushing:
+            return
+        self._presence_flushing = True
+        try:
+            # Sending a team's frames without a pause between them lets the
+            # transport join each member's frames into one write.
+            for team_id, changes in self._presence_batch.take(self.presence.local.has_team):
+                await self._send_presence(team_id, changes)
+        finally:
+            self._presence_flushing = False
+            self._arm_presence()
+
+    def _arm_presence(self) -> None:
+        """Start the window's timer if changes wait and nothing will send them already."""
+        if (
+            self._presence_timer is None
+            and not self._presence_flushing
+            and not self._presence_closed
+            and self._presence_batch.pending
+        ):
+            self._presence_timer = asyncio.get_running_loop().call_later(
+                self._presence_window, self._presence_due
+            )
+
+    def _presence_due(self) -> None:
+        self._presence_timer = None
+        self.spawn(self.flush_presence(), "presence")
+
+    async def _send_presence(self, team_id: int, changes: list[tuple[int, bool]]) -> None:
+        """Each change to the team's room, but not to syncing sockets (they ask
+        `team_presence` once synced) nor to the user's own sockets: those are
+        the ones whose arrival it is (a user's last socket gone has none), and
+        hearing it a window later, once synced, would only restate it."""
+        room = team_room(team_id)
+        syncing = self.syncing_in_team(team_id)
+        for user_id, online in changes:
+            own = [s.sid for s in self.sessions.of_user(user_id) if team_id in s.team_ids]
+            payload = {"teamId": team_id, "userId": user_id, "online": online}
+            await self.fanout.room(
+                room, "presence_changed", payload, skip=syncing + own if own else syncing
+            )
 
     async def _enter(self, sid: str, room: str) -> bool:
         try:

@@ -2,8 +2,8 @@
 
 A user is online in a team while at least one of their sockets, on any
 instance, is in the team's room (authenticated; an expired socket has left its
-rooms). `presence_changed` goes out once per transition: on the user's first
-socket up and last socket down in that team, cluster-wide.
+rooms). `presence_changed` tells of transitions: the user's first socket up
+and last socket down in that team, cluster-wide.
 
 Two layers:
 
@@ -14,10 +14,15 @@ Two layers:
   of every flip (`changed`); the store answers whether the hub should emit
   `presence_changed` to the local room itself, and `online` lists a team.
 
+Whatever the store, the hub hands each transition it is to announce to a
+`PresenceBatch` and sends what it gathered at the end of a short window
+(PRESENCE_BATCH_MS): only pairs whose state differs from what the room last
+heard, each team's in one pass.
+
 Two stores, chosen by settings at startup (`create_presence_store`):
 
 - `MemoryPresence` (no REDIS_URL): this instance is the cluster, so each flip
-  is a transition and the hub announces it at once.
+  is a transition and the hub announces it itself.
 - `RedisPresence` (`presence_redis.py`, REDIS_URL set): Redis keeps which
   instances hold each user in each team, decides transitions atomically, and
   puts one `presence_changed` control message per transition on the event bus;
@@ -27,6 +32,9 @@ Two stores, chosen by settings at startup (`create_presence_store`):
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from huddle.config import Settings
@@ -40,6 +48,7 @@ class Presence:
         self._teams: dict[int, dict[int, int]] = {}
         # user id -> the teams in which the user has at least one socket here
         self._users: dict[int, set[int]] = {}
+        self.on_listed: Callable[[int], None] | None = None
 
     def join(self, team_id: int, user_id: int) -> bool:
         """Count one more socket of `user_id` in `team_id`; True when the user just came online."""
@@ -67,11 +76,22 @@ class Presence:
         return True
 
     def online(self, team_id: int) -> list[int]:
-        """The users online in a team, by id."""
+        """The users online in a team, by id.
+
+        Every store starts its `team_presence` answer here, so this is where
+        `on_listed` (the hub's presence batch) learns a client may be seeing
+        a state that the current window will undo.
+        """
+        if self.on_listed is not None:
+            self.on_listed(team_id)
         return sorted(self._teams.get(team_id, {}))
 
     def is_online(self, team_id: int, user_id: int) -> bool:
         return user_id in self._teams.get(team_id, {})
+
+    def has_team(self, team_id: int) -> bool:
+        """Whether some socket here is in the team's room."""
+        return team_id in self._teams
 
     def teams_of(self, user_id: int) -> list[int]:
         """The teams in which `user_id` has a socket here, by id."""
@@ -94,6 +114,117 @@ class Presence:
             teams.discard(team_id)
             if not teams:
                 del self._users[user_id]
+
+
+@dataclass(slots=True)
+class _Pending:
+    before: bool
+    """What the room heard before the window (see `PresenceBatch`)."""
+    now: bool
+    since: float
+    """When `now` last moved away from `before`."""
+    revealed: bool = False
+    """A `team_presence` answer may have shown a state the window then undid."""
+
+
+class PresenceBatch:
+    """Presence changes gathered over one window, and what each team room last heard.
+
+    Why: announced one by one, N members connecting cost N² frames and one
+    write per member per join. Gathered, a window costs each member one
+    coalesced write, and a change undone within the window (a flapping
+    client) costs nothing. The hub owns the timer and the sending; this is
+    the bookkeeping, kept free of I/O so it can be tested on its own.
+
+    A pair's state before the window is what this instance last announced to
+    the room when it knows (`_heard` holds the users last announced online,
+    and forgets a user once announced offline, so it stays as small as the
+    rooms' online members); otherwise it is the opposite of the pair's first
+    change, since transitions alternate.
+
+    One exception to "a flap costs nothing": a client that asked
+    `team_presence` while the flap was up was told the passing state, and
+    would keep it. So a listing (`listed`) of the team after the flap began,
+    or up to `grace` seconds before (a Redis store's answer can run ahead of
+    the bus that brings the transition here), has the flap restated.
+    """
+
+    def __init__(self, grace: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._grace = grace
+        self._clock = clock
+        # team id -> user id -> its pending change; both in order of first change
+        self._pending: dict[int, dict[int, _Pending]] = {}
+        # team id -> the users last announced online to the team's room here
+        self._heard: dict[int, set[int]] = {}
+        # team id -> when `team_presence` last listed it
+        self._listed: dict[int, float] = {}
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def record(self, team_id: int, user_id: int, *, online: bool) -> None:
+        """A user's presence in a team changed to `online` (the latest word wins)."""
+        users = self._pending.setdefault(team_id, {})
+        entry = users.get(user_id)
+        if entry is None:
+            before = user_id in self._heard.get(team_id, ()) or not online
+            users[user_id] = _Pending(before, online, self._clock())
+        elif online != entry.now:
+            entry.now = online
+            if online != entry.before:
+                entry.since = self._clock()
+            elif self._listed.get(team_id, -1.0) >= entry.since - self._grace:
+                entry.revealed = True
+
+    def listed(self, team_id: int) -> None:
+        """`team_presence` is answering for this team (with the state as it is now)."""
+        self._listed[team_id] = self._clock()
+
+    def take(self, listened: Callable[[int], bool]) -> list[tuple[int, list[tuple[int, bool]]]]:
+        """End the window: per team, the users whose state differs from what the room last heard.
+
+        Teams come in the order of their first change, users likewise, each
+        with its state now. Taking counts as announcing. `listened(team_id)`
+        tells whether anyone here is in the room: a room nobody is in keeps
+        no record (whoever joins it later asks `team_presence`).
+        """
+        pending, self._pending = self._pending, {}
+        horizon = self._clock() - self._grace
+        self._listed = {team: at for team, at in self._listed.items() if at >= horizon}
+        teams: list[tuple[int, list[tuple[int, bool]]]] = []
+        for team_id, users in pending.items():
+            changes = [(u, e.now) for u, e in users.items() if e.now != e.before or e.revealed]
+            if not changes:
+                continue
+            teams.append((team_id, changes))
+            if not listened(team_id):
+                self._heard.pop(team_id, None)
+                continue
+            heard = self._heard.setdefault(team_id, set())
+            for user_id, online in changes:
+                if online:
+                    heard.add(user_id)
+                else:
+                    heard.discard(user_id)  # announced offline: nothing left to remember
+            if not heard:
+                del self._heard[team_id]
+        return teams
+
+    def forget_room(self, team_id: int) -> None:
+        """Nobody here is in the team's room any more: drop what it heard."""
+        self._heard.pop(team_id, None)
+
+    def forget_team(self, team_id: int) -> None:
+        """A deleted team: drop its pending changes too, so nothing stale is announced."""
+        self._heard.pop(team_id, None)
+        self._pending.pop(team_id, None)
+        self._listed.pop(team_id, None)
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self._heard.clear()
+        self._listed.clear()
 
 
 class PresenceStore(Protocol):
