@@ -222,10 +222,11 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope.setdefault("extensions", {})[SCOPE_EXTENSION] = self
-            query = parse_qs(scope["query_string"].decode("latin-1"))
-            sid = (query.get("sid") or [None])[0]
-            if sid:
-                self._register(sid)
+            raw_query = scope["query_string"]
+            if b"sid=" in raw_query:  # an upgrade of a long-polling session
+                sid = (parse_qs(raw_query.decode("latin-1")).get("sid") or [None])[0]
+                if sid:
+                    self._register(sid)
 
     async def send(self, message: ASGISendEvent) -> None:
         kind = message["type"]
