@@ -117,3 +117,30 @@ async def test_own_emits_and_broadcasts_keep_their_order(
         assert [data for _, data in received] == list(range(20))
     finally:
         await client.disconnect()
+
+
+async def test_a_disconnected_socket_leaves_every_room_and_the_others_stay(
+    stack: tuple[str, socketio.AsyncServer],
+) -> None:
+    url, sio = stack
+    clients = [await _client(url, ["websocket"]) for _ in range(3)]
+    gone, _ = clients[0]
+    gone_sid = gone.get_sid(namespace="/")
+    server_sids = [sid for sid, _ in sio.manager.get_participants("/", "room")]
+    assert len(server_sids) == 3 and gone_sid in server_sids
+    server_gone = gone_sid
+    await sio.enter_room(server_gone, "extra")
+    try:
+        await gone.disconnect()
+        async with asyncio.timeout(5):
+            while len(list(sio.manager.get_participants("/", "room"))) != 2:
+                await asyncio.sleep(0.01)
+        assert sio.manager.get_rooms(server_gone, "/") == []
+        assert "extra" not in sio.manager.rooms.get("/", {})  # its last member left
+        await sio.emit("still", "here", to="room")
+        for _, received in clients[1:]:
+            await _until(received, 1)
+            assert received == [("still", "here")]
+    finally:
+        for client, _ in clients[1:]:
+            await client.disconnect()
