@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import socketio
 import uvicorn
+import websockets
 
 from huddle.gateway.engine import LeanSocketIOServer
 from huddle.gateway.manager import FastManager
@@ -144,3 +145,19 @@ async def test_a_disconnected_socket_leaves_every_room_and_the_others_stay(
     finally:
         for client, _ in clients[1:]:
             await client.disconnect()
+
+
+async def test_a_second_connect_on_the_same_session_is_refused_and_the_first_kept(
+    stack: tuple[str, socketio.AsyncServer],
+) -> None:
+    url, sio = stack
+    ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with websockets.connect(ws_url) as ws:
+        assert str(await ws.recv()).startswith("0{")
+        await ws.send("40")
+        assert str(await ws.recv()).startswith("40{")
+        await ws.send("40")  # the namespace again, on the same Engine.IO session
+        assert str(await ws.recv()).startswith("44")  # CONNECT_ERROR
+        await sio.emit("once", 1, to="room")
+        assert await asyncio.wait_for(ws.recv(), 5) == '42["once",1]'
+        assert len(list(sio.manager.get_participants("/", "room"))) == 1

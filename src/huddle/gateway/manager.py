@@ -19,9 +19,11 @@ payloads, and for everything else:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import socketio
+from bidict import ValueDuplicationError
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 from websockets.frames import Frame, Opcode
@@ -31,6 +33,60 @@ from huddle.metrics import FANOUT_DELIVERIES
 
 _SHARED = FANOUT_DELIVERIES.labels(path="shared")
 _QUEUED = FANOUT_DELIVERIES.labels(path="queued")
+
+
+class _Room:
+    """A room's members, sid -> Engine.IO sid: what python-socketio keeps in a `bidict`.
+
+    Why not the `bidict`: every socket has a room of its own and joins a few
+    more, and a `bidict` write costs ~10 µs (it checks and maintains the inverse
+    mapping) and two dicts of memory per room. python-socketio reads rooms
+    through the mapping methods below and `_fwdm`, and needs the inverse only
+    for the namespace's room of connected sockets (`None`), whose Engine.IO
+    sids must be unique (`ValueDuplicationError`, as `bidict` raises) and which
+    it looks up through `_invm`.
+    """
+
+    __slots__ = ("_fwdm", "_invm")
+
+    def __init__(self, inverse: bool) -> None:
+        self._fwdm: dict[str, str] = {}
+        self._invm: dict[str, str] | None = {} if inverse else None
+
+    def __setitem__(self, sid: str, eio_sid: str) -> None:
+        inverse = self._invm
+        if inverse is not None:
+            owner = inverse.get(eio_sid)
+            if owner is not None and owner != sid:
+                raise ValueDuplicationError(eio_sid)
+            previous = self._fwdm.get(sid)
+            if previous is not None:
+                del inverse[previous]
+            inverse[eio_sid] = sid
+        self._fwdm[sid] = eio_sid
+
+    def __delitem__(self, sid: str) -> None:
+        eio_sid = self._fwdm.pop(sid)
+        if self._invm is not None:
+            self._invm.pop(eio_sid, None)
+
+    def __getitem__(self, sid: str) -> str:
+        return self._fwdm[sid]
+
+    def get(self, sid: str, default: Any = None) -> Any:
+        return self._fwdm.get(sid, default)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._fwdm
+
+    def __len__(self) -> int:
+        return len(self._fwdm)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fwdm)
+
+    def items(self) -> Any:
+        return self._fwdm.items()
 
 
 class FastManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -45,7 +101,17 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
     def basic_enter_room(
         self, sid: str, namespace: str, room: Any, eio_sid: str | None = None
     ) -> None:
-        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        # python-socketio's checks and steps, with `_Room` for its `bidict`.
+        if eio_sid is None and namespace not in self.rooms:
+            raise ValueError("sid is not connected to requested namespace")
+        if sid != room and self.is_sid_room(namespace, room):
+            raise ValueError("cannot enter a sid room")
+        members = self.rooms.setdefault(namespace, {}).get(room)
+        if members is None:
+            members = self.rooms[namespace][room] = _Room(inverse=room is None)
+        if eio_sid is None:
+            eio_sid = self.rooms[namespace][None][sid]
+        members[sid] = eio_sid
         rooms = self._rooms_of.get(sid)
         if rooms is None:
             self._rooms_of[sid] = [room]
