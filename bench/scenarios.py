@@ -16,8 +16,9 @@ a flat dict of numbers (`metrics`) plus the load generator's own report
 Users: handshakes use distinct users 1..N. The rooms and idle sockets cycle
 through `users` distinct users (the `--users` option of main): Huddle
 announces `presence_changed` to the whole team whenever a user's first
-socket joins it, so N distinct users in one team cost N²/2 frames before the
-measurement starts (2,000 clients: ~2 million frames, two minutes here);
+socket joins it, so N distinct users in one team cost up to N²/2 frames
+before the measurement starts (batched per PRESENCE_BATCH_MS window, one
+write per member per window, but still one frame per arrival and member);
 cycling 100 users keeps that to ~5,000 and changes nothing else measured.
 """
 
