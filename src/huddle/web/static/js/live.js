@@ -65,6 +65,10 @@ export class Live {
         if (session.lastEventId !== null) auth.lastEventId = session.lastEventId;
         send(auth);
       },
+      // WebSocket first (the gateway's lean sessions, no polling round trip);
+      // long-polling when a proxy or network refuses WebSockets.
+      transports: ["websocket", "polling"],
+      tryAllTransports: true,
       reconnectionDelay: 1_000,
       reconnectionDelayMax: 10_000,
     });
