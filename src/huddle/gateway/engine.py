@@ -67,10 +67,11 @@ class _NoQueue:
     def get_nowait(self) -> Any:
         raise asyncio.QueueEmpty
 
-    async def put(self, item: Any) -> None:
+    def put_nowait(self, item: Any) -> None:
         raise RuntimeError("a LeanSocket writes directly; nothing may be queued")
 
-    put_nowait = put
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
 
 
 _NO_QUEUE = _NoQueue()
