@@ -172,14 +172,19 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         frame: bytes | None = None
         shared = queued = 0
         sockets = self.server.eio.sockets
-        for sid, eio_sid in list(self.get_participants(namespace, room)):
+        # get_participants iterates over a copy: the awaits below cannot disturb it.
+        for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
             socket = sockets.get(eio_sid)
             if socket is None or socket.closed or socket.closing:
                 continue
-            connection = connection_for(eio_sid) if socket.upgraded else None
-            if connection is not None and connection.accepts_shared_frames and socket.queue.empty():
+            # A lean socket (engine.py) carries its connection and never queues;
+            # engine.io's own socket is looked up, and only when nothing is queued.
+            connection = getattr(socket, "connection", None)
+            if connection is None and socket.upgraded and socket.queue.empty():
+                connection = connection_for(eio_sid)
+            if connection is not None and connection.accepts_shared_frames:
                 if frame is None:
                     text = message.encode()
                     frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
