@@ -161,3 +161,42 @@ async def test_a_second_connect_on_the_same_session_is_refused_and_the_first_kep
         await sio.emit("once", 1, to="room")
         assert await asyncio.wait_for(ws.recv(), 5) == '42["once",1]'
         assert len(list(sio.manager.get_participants("/", "room"))) == 1
+
+
+async def test_a_peer_that_stops_reading_is_dropped_when_disconnected(
+    stack: tuple[str, socketio.AsyncServer],
+) -> None:
+    url, sio = stack
+    host, port = url.removeprefix("http://").split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, never read
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=raw)
+    try:
+        writer.write(
+            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+            b"Host: " + host.encode() + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        opened = b""
+        async with asyncio.timeout(5):  # the 101 response and the OPEN packet
+            while b'"sid"' not in opened:
+                opened += await reader.read(4096)
+        mask = b"\x01\x02\x03\x04"
+        writer.write(b"\x81\x82" + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(b"40")))
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while not list(sio.manager.get_participants("/", "room")):
+                await asyncio.sleep(0.01)
+        [(sid, eio_sid)] = list(sio.manager.get_participants("/", "room"))
+        # ~6 MB the peer never reads: the server's transport pauses, bytes pile up.
+        for _ in range(90):
+            await sio.emit("big", "x" * 65_536, to=sid)
+        await asyncio.sleep(0.2)
+        # Disconnecting must not wait for the peer to read its way to a close frame.
+        await asyncio.wait_for(sio.eio.disconnect(eio_sid), 5)
+        assert eio_sid not in sio.eio.sockets
+        assert not sio.manager.is_connected(sid, "/")
+    finally:
+        writer.close()

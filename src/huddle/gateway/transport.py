@@ -184,6 +184,12 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         """Close the WebSocket after what was queued (no-op when already closing)."""
         if self.close_sent or self.disconnected or not self.handshake_complete:
             return
+        if not self.writable.is_set():
+            # The peer stopped reading (the transport is paused): a close frame
+            # would wait behind everything it has not read, for ever. Drop it.
+            self._flush()
+            self.transport.abort()
+            return
         try:
             await self.send({"type": "websocket.close", "code": code, "reason": ""})
         except Exception:  # the peer is gone already: nothing left to close
