@@ -14,18 +14,19 @@ how a direct WebSocket session moves bytes:
 - reading happens in the ASGI task itself, one `await` per message, on the
   connection's queue (no ASGI wrapper, no `wait_for`);
 - writing is synchronous: a packet is framed and handed to the connection
-  (`transport.FastWebSocketProtocol.send_text_now`), which coalesces one
+  (`transport.FastWebSocketProtocol.send_now`), which coalesces one
   loop turn's frames into one write and disconnects a peer whose unsent bytes
   pass its limit — so there is no queue, no writer task, and a socket's
   packets and a broadcast's shared frames leave in the order they were given;
 - the next ping is a loop timer, not a sleeping task.
 
 Sessions that start with long-polling (and may upgrade later) keep
-python-engineio's own socket, unchanged. The hooks used are
-`socketio.AsyncServer._engineio_server_class` and
-`engineio.AsyncServer._handle_connect`; both are pinned by the versions in
-pyproject.toml and exercised by the interop suite (official socket.io-client,
-WebSocket, polling with upgrade, and polling only).
+python-engineio's own socket, unchanged. Besides engine.io's public
+`handle_request`, the hooks used are `socketio.AsyncServer._engineio_server_class`,
+engine.io's `_async` driver table (for `translate_request`) and its socket's
+attributes; the versions are held in pyproject.toml and exercised by the
+interop suite (official socket.io-client, WebSocket, polling with upgrade,
+and polling only).
 """
 
 from __future__ import annotations
@@ -58,9 +59,6 @@ class _NoQueue:
     def empty(self) -> bool:
         return True
 
-    def qsize(self) -> int:
-        return 0
-
     async def join(self) -> None:
         return None
 
@@ -86,14 +84,13 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     closing: bool
     closed: bool
 
-    def __init__(self, server: Any, sid: str, transport: FastWebSocketProtocol) -> None:
+    def __init__(self, server: Any, sid: str) -> None:
         super().__init__(server, sid)
         self.queue = _NO_QUEUE
         self._early: list[eio_packet.Packet] | None = []
         """Packets sent before the WebSocket was accepted (the OPEN packet)."""
-        self._transport = transport
         self.connection: FastWebSocketProtocol | None = None
-        """The transport, once the WebSocket is accepted and the socket writes directly."""
+        """The connection, once the WebSocket is accepted and `serve` runs."""
         self._ping_timer: asyncio.TimerHandle | None = None
 
     # --- writing ------------------------------------------------------------
@@ -109,11 +106,7 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         self._write(connection, pkt)
 
     def _write(self, connection: FastWebSocketProtocol, pkt: eio_packet.Packet) -> None:
-        encoded = pkt.encode()
-        if isinstance(encoded, str):
-            connection.send_text_now(encoded)
-        else:
-            connection.send_binary_now(encoded)
+        connection.send_now(pkt.encode())
 
     # --- pings ----------------------------------------------------------------
 
@@ -157,14 +150,13 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         for pkt in early or ():
             self._write(connection, pkt)
 
-    async def serve(self) -> None:
+    async def serve(self, connection: FastWebSocketProtocol) -> None:
         """Read the session's messages until the WebSocket closes (runs in the ASGI task).
 
         Reads the connection's queue directly, as uvicorn's `receive` would
         (resuming a paused transport once the queue is drained), so an idle
         session waits in one coroutine chain and no task.
         """
-        connection = self._transport
         self.connected = True
         self.upgraded = True
         self.connection = connection
@@ -324,15 +316,32 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     async def _serve_direct(
         self, connection: FastWebSocketProtocol, scope: Any, receive: Any, send: Any
     ) -> Any:
+        """A new Engine.IO session on a `LeanSocket`, served until its WebSocket closes."""
         environ = await translate_request(scope, receive, send)
         if not environ:
             return None
-        response = self._refused_origin(environ)
-        if response is None:
-            response = await self._open(environ, connection)
-        if isinstance(response, dict):
-            return await self._make_response(response, environ)
-        return response
+        refusal = self._refused_origin(environ)
+        if refusal is not None:
+            return await self._make_response(refusal, environ)
+        if self.start_service_task:  # as engine.io: the task that checks ping timeouts
+            self.start_service_task = False
+            self.service_task_handle = self.start_background_task(self._service_task)
+        environ.pop("wsgi.input", None)  # kept for the session's lifetime, of no use to it
+        sid = self.generate_id()
+        socket = LeanSocket(self, sid)
+        self.sockets[sid] = socket
+        await socket.send(self._open_packet(sid))
+        accepted = await self._trigger_event("connect", sid, environ, run_async=False)
+        if accepted is not None and accepted is not True:
+            del self.sockets[sid]
+            self.logger.warning("Application rejected connection")
+            return await self._make_response(self._unauthorized(accepted or None), environ)
+        socket.schedule_ping()
+        await environ["asgi.send"]({"type": "websocket.accept"})
+        await socket.serve(connection)
+        if socket.closed and sid in self.sockets:
+            del self.sockets[sid]
+        return ""  # the WebSocket said everything: no HTTP response (as engine.io's own)
 
     def _refused_origin(self, environ: dict[str, Any]) -> dict[str, Any] | None:
         """engine.io's origin check (CORS applies to WebSockets only through it)."""
@@ -345,36 +354,6 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self._log_error_once(origin + " is not an accepted origin.", "bad-origin")
         refusal: dict[str, Any] = self._bad_request(origin + " is not an accepted origin.")
         return refusal
-
-    async def _handle_connect(
-        self, environ: dict[str, Any], transport: str, jsonp_index: int | None = None
-    ) -> Any:
-        connection = connection_of(environ.get("asgi.scope"))
-        if transport != "websocket" or connection is None:
-            return await super()._handle_connect(environ, transport, jsonp_index)
-        return await self._open(environ, connection)
-
-    async def _open(self, environ: dict[str, Any], connection: FastWebSocketProtocol) -> Any:
-        """A new Engine.IO session on a `LeanSocket`, served until its WebSocket closes."""
-        if self.start_service_task:  # as engine.io: the task that checks ping timeouts
-            self.start_service_task = False
-            self.service_task_handle = self.start_background_task(self._service_task)
-        environ.pop("wsgi.input", None)  # kept for the session's lifetime, of no use to it
-        sid = self.generate_id()
-        socket = LeanSocket(self, sid, connection)
-        self.sockets[sid] = socket
-        await socket.send(self._open_packet(sid))
-        accepted = await self._trigger_event("connect", sid, environ, run_async=False)
-        if accepted is not None and accepted is not True:
-            del self.sockets[sid]
-            self.logger.warning("Application rejected connection")
-            return self._unauthorized(accepted or None)
-        socket.schedule_ping()
-        await environ["asgi.send"]({"type": "websocket.accept"})
-        await socket.serve()
-        if socket.closed and sid in self.sockets:
-            del self.sockets[sid]
-        return ""  # the WebSocket said everything: no HTTP response (as engine.io's own)
 
     def _open_packet(self, sid: str) -> eio_packet.Packet:
         return eio_packet.Packet(

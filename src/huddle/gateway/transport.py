@@ -21,14 +21,14 @@ Invariants:
   without limit.
 
 The connection learns its Engine.IO session id from the upgrade request's
-`sid` query parameter, or from the Engine.IO OPEN packet (`0{"sid":…}`) it
-sends on a direct WebSocket connection, and registers under it.
+`sid` query parameter (a long-polling session upgrading), or is told it by
+the lean session it carries (`engine.LeanSocket`, `attach`), and registers
+under it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -100,9 +100,6 @@ class _ReceiveQueue:
     def empty(self) -> bool:
         return not self._items
 
-    def qsize(self) -> int:
-        return len(self._items)
-
 
 class _Flag:
     """`asyncio.Event` without an eager deque of waiters (see `_ReceiveQueue`)."""
@@ -169,16 +166,10 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
-    def send_text_now(self, text: str) -> None:
-        """Frame a text message for this connection and queue it; dropped once closing."""
+    def send_now(self, message: str | bytes) -> None:
+        """Frame a message for this connection and queue it; dropped once closing."""
         if self._open_for_writes():
-            self.conn.send_text(text.encode())
-            self._push_pending_frames()
-
-    def send_binary_now(self, data: bytes) -> None:
-        if self._open_for_writes():
-            self.conn.send_binary(data)
-            self._push_pending_frames()
+            self._frame(message)
 
     async def close_now(self, code: int = 1000) -> None:
         """Close the WebSocket after what was queued (no-op when already closing)."""
@@ -204,7 +195,11 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             and self.conn.state is State.OPEN
         )
 
-    def _push_pending_frames(self) -> None:
+    def _frame(self, message: str | bytes | bytearray) -> None:
+        if isinstance(message, str):
+            self.conn.send_text(message.encode())
+        else:
+            self.conn.send_binary(message)
         for chunk in self.conn.data_to_send():
             self.push(chunk)
 
@@ -232,7 +227,7 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             if b"sid=" in raw_query:  # an upgrade of a long-polling session
                 sid = (parse_qs(raw_query.decode("latin-1")).get("sid") or [None])[0]
                 if sid:
-                    self._register(sid)
+                    self.attach(sid)
 
     async def send(self, message: ASGISendEvent) -> None:
         kind = message["type"]
@@ -250,12 +245,9 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             text = message.get("text")
             data = message.get("bytes")
             if isinstance(text, str):
-                if self._eio_sid is None and text.startswith("0{"):
-                    self._sniff_sid(text)
-                self.conn.send_text(text.encode())
+                self._frame(text)
             elif isinstance(data, bytes | bytearray):
-                self.conn.send_binary(data)
-            self._push_pending_frames()
+                self._frame(data)
             return
         if kind == "websocket.close":
             self._flush()  # what was sent before the close goes before it
@@ -294,16 +286,5 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def attach(self, eio_sid: str) -> None:
         """Carry this Engine.IO session (so broadcasts find it by sid)."""
-        self._register(eio_sid)
-
-    def _sniff_sid(self, text: str) -> None:
-        try:
-            sid = json.loads(text[1:]).get("sid")
-        except (ValueError, AttributeError):
-            return
-        if isinstance(sid, str):
-            self._register(sid)
-
-    def _register(self, sid: str) -> None:
-        self._eio_sid = sid
-        _by_sid[sid] = self
+        self._eio_sid = eio_sid
+        _by_sid[eio_sid] = self
