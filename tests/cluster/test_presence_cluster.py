@@ -88,13 +88,17 @@ async def team_of(factory: Factory, owner: TestUser, *members: TestUser) -> int:
     return int(team["id"])
 
 
+async def alice_on_x_bob_on_y(factory: Factory, sockets: Any) -> tuple[Any, Any, int, Any, Any]:
+    """Two members of a new team, Alice with a socket on instance x, Bob on y."""
+    alice, bob = await factory.user(), await factory.user()
+    team = await team_of(factory, alice, bob)
+    return alice, bob, team, await sockets("x", alice), await sockets("y", bob)
+
+
 async def test_a_member_on_another_instance_is_announced_and_listed(
     factory: Factory, sockets: Any
 ) -> None:
-    alice, bob = await factory.user(), await factory.user()
-    team = await team_of(factory, alice, bob)
-    on_x = await sockets("x", alice)
-    on_y = await sockets("y", bob)
+    alice, bob, team, on_x, on_y = await alice_on_x_bob_on_y(factory, sockets)
 
     assert await until_changes(on_x, bob, 1) == [{"teamId": team, "userId": bob.id, "online": True}]
     listed = sorted([alice.id, bob.id])
@@ -108,10 +112,7 @@ async def test_a_member_on_another_instance_is_announced_and_listed(
 async def test_the_last_socket_closing_on_another_instance_takes_the_member_offline(
     factory: Factory, sockets: Any
 ) -> None:
-    alice, bob = await factory.user(), await factory.user()
-    team = await team_of(factory, alice, bob)
-    on_x = await sockets("x", alice)
-    on_y = await sockets("y", bob)
+    alice, bob, team, on_x, on_y = await alice_on_x_bob_on_y(factory, sockets)
     await until_changes(on_x, bob, 1)
 
     await on_y.close()
@@ -179,10 +180,7 @@ async def test_a_member_added_while_on_another_instance_comes_online_after_the_e
 async def test_an_instance_shutting_down_takes_its_members_offline_everywhere(
     cluster: dict[str, LiveServer], factory: Factory, sockets: Any
 ) -> None:
-    alice, bob = await factory.user(), await factory.user()
-    team = await team_of(factory, alice, bob)
-    on_x = await sockets("x", alice)
-    await sockets("y", bob)
+    alice, bob, team, on_x, _ = await alice_on_x_bob_on_y(factory, sockets)
     await until_changes(on_x, bob, 1)
 
     await asyncio.to_thread(cluster["y"].stop)

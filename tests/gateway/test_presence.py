@@ -23,19 +23,26 @@ SETTLE = 0.3
 """Seconds, well past the shared server's window, after which no further frame may arrive."""
 
 
-async def test_presence_changes_on_first_socket_up_and_last_socket_down(
+async def _member_comes_online(
     connect: ProbeMaker, factory: Factory
-) -> None:
+) -> tuple[dict[str, Any], TestUser, TestUser, SocketProbe, SocketProbe]:
+    """An owner watching their team; a member's first socket arrives and is announced online."""
     owner, member = await factory.user(), await factory.user()
     team = await factory.team(owner)
     await factory.member(team["id"], owner, member)
     watcher = await connect({"token": owner.access_token})
     await watcher.next("authenticated")
-
-    first = await connect({"token": member.access_token})
-    await first.next("authenticated")
+    arrival = await connect({"token": member.access_token})
+    await arrival.next("authenticated")
     up = await watcher.next("presence_changed")
     assert up == {"teamId": team["id"], "userId": member.id, "online": True}
+    return team, owner, member, watcher, arrival
+
+
+async def test_presence_changes_on_first_socket_up_and_last_socket_down(
+    connect: ProbeMaker, factory: Factory
+) -> None:
+    team, owner, member, watcher, first = await _member_comes_online(connect, factory)
 
     second = await connect({"token": member.access_token})
     await second.next("authenticated")
@@ -160,16 +167,7 @@ async def team_on(server: LiveServer, members: int) -> tuple[int, list[TestUser]
 async def test_a_member_hears_exactly_once_that_another_came_online(
     connect: ProbeMaker, factory: Factory
 ) -> None:
-    owner, member = await factory.user(), await factory.user()
-    team = await factory.team(owner)
-    await factory.member(team["id"], owner, member)
-    watcher = await connect({"token": owner.access_token})
-    await watcher.next("authenticated")
-
-    arrival = await connect({"token": member.access_token})
-    await arrival.next("authenticated")
-    up = await watcher.next("presence_changed")
-    assert up == {"teamId": team["id"], "userId": member.id, "online": True}
+    _, owner, member, watcher, arrival = await _member_comes_online(connect, factory)
     await watcher.quiet("presence_changed", SETTLE)
     assert about(watcher, owner) == []  # nobody is told of their own arrival: they know
     assert about(arrival, member) == []
