@@ -89,3 +89,17 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
 def get_logger(name: str | None = None) -> Any:
     """A structlog logger; `name` becomes the `logger` key."""
     return structlog.get_logger(name) if name else structlog.get_logger()
+
+
+def log_enabled(level: int) -> bool:
+    """Whether structlog's configured level lets a line at `level` through.
+
+    A call on a module's lazy logger costs a fresh bound logger each time, even
+    for a line that is then filtered out; on per-socket paths, ask first. Any
+    wrapper that does not tell its level counts as letting everything through.
+    """
+    try:
+        wrapper = structlog.get_config()["wrapper_class"]
+        return bool(level >= wrapper.get_effective_level(None))
+    except Exception:
+        return True

@@ -27,13 +27,13 @@ from huddle.errors import (
     TokenMissing,
     TokenRevoked,
 )
-from huddle.gateway.hub import Hub, log_enabled
+from huddle.gateway.hub import Hub
 from huddle.gateway.payloads import RefreshRequest
 from huddle.gateway.relay import EventRelay
 from huddle.gateway.replay import synchronize
 from huddle.gateway.session import SocketSession, State
 from huddle.gateway.userdata import UserDataSource
-from huddle.logging import get_logger
+from huddle.logging import get_logger, log_enabled
 from huddle.security.tokens import Claims, TokenService
 
 log = get_logger("huddle.gateway.auth")

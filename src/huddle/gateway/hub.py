@@ -28,15 +28,13 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-import structlog
-
 from huddle.config import Settings
 from huddle.errors import HuddleError, RateLimited
 from huddle.gateway import payloads
 from huddle.gateway.fanout import Fanout
 from huddle.gateway.presence import PresenceBatch, PresenceStore, create_presence_store
 from huddle.gateway.session import SessionRegistry, SocketSession, State
-from huddle.logging import get_logger
+from huddle.logging import get_logger, log_enabled
 from huddle.metrics import AUTH_ERROR_CODES, SOCKETS_AUTHENTICATED
 
 log = get_logger("huddle.gateway")
@@ -44,20 +42,6 @@ log = get_logger("huddle.gateway")
 NAMESPACE = "/"
 TRANSPORT_CLOSE_AFTER = 5.0
 """Seconds a client has to close its connection after being disconnected, before we do."""
-
-
-def log_enabled(level: int) -> bool:
-    """Whether structlog's configured level lets a line at `level` through.
-
-    A call on a module's lazy logger costs a fresh bound logger each time, even
-    for a line that is then filtered out; on per-socket paths, ask first. Any
-    wrapper that does not tell its level counts as letting everything through.
-    """
-    try:
-        wrapper = structlog.get_config()["wrapper_class"]
-        return bool(level >= wrapper.get_effective_level(None))
-    except Exception:
-        return True
 
 
 def team_room(team_id: int) -> str:
@@ -140,13 +124,10 @@ class Hub:
         """`authentication_error {message, code, action, retryAfter?}`."""
         AUTH_ERROR_CODES[error.code].inc()
         # Refusals can come in floods; they are counted in metrics either way.
-        if isinstance(error, RateLimited):
-            if log_enabled(logging.DEBUG):
-                log.debug(
-                    "socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code
-                )
-        elif log_enabled(logging.INFO):
-            log.info("socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code)
+        flood = isinstance(error, RateLimited)
+        if log_enabled(logging.DEBUG if flood else logging.INFO):
+            emit = log.debug if flood else log.info
+            emit("socket_auth_error", sid=session.sid, user_id=session.user_id, code=error.code)
         await self.send(session, "authentication_error", payloads.auth_error(error))
 
     async def reject(self, session: SocketSession, error: HuddleError) -> None:

@@ -35,12 +35,12 @@ from huddle.errors import (
 )
 from huddle.gateway import payloads
 from huddle.gateway.auth import Authenticator, Reported
-from huddle.gateway.hub import Hub, log_enabled
+from huddle.gateway.hub import Hub
 from huddle.gateway.relay import EventRelay
 from huddle.gateway.replay import synchronize
 from huddle.gateway.session import SocketSession, State
 from huddle.gateway.userdata import UserDataSource
-from huddle.logging import get_logger
+from huddle.logging import get_logger, log_enabled
 from huddle.metrics import CONNECTION_OUTCOMES, SOCKETS_OPEN
 from huddle.security.client_ip import LoopbackProxyWarning, client_ip, is_loopback, peer_ip
 from huddle.security.ratelimit import ConnectionLimiter, SocketEventLimiter
@@ -49,9 +49,6 @@ from huddle.security.tokens import TokenService
 log = get_logger("huddle.gateway")
 
 Handler = Callable[[SocketSession, tuple[Any, ...]], Awaitable[Any]]
-
-PEER_MEMO_SIZE = 4096
-"""Peer addresses whose parsed form `GatewayNamespace` remembers (then it starts over)."""
 
 SHUTDOWN_RETRY_MS = (1000, 5000)
 """`server_shutdown.retryAfter` is drawn from this range, so clients spread their reconnects."""
@@ -77,7 +74,6 @@ class GatewayNamespace:
         self.shutting_down = False
         self._proxy_warning = LoopbackProxyWarning(settings)
         self._jitter = random.Random()  # noqa: S311 - spreading reconnects, not a secret
-        self._peers: dict[str, tuple[str, bool]] = {}  # raw peer host -> (peer_ip, loopback)
         source.on_recovered(self.recover_degraded)
 
     def register(self, sio: Any) -> None:
@@ -97,8 +93,9 @@ class GatewayNamespace:
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         scope = environ.get("asgi.scope") or {}
-        peer, ip, local = self._addresses(scope)
-        self._proxy_warning.observe(peer)
+        ip = client_ip(scope, self.settings.trusted_networks)
+        self._proxy_warning.observe(peer_ip(scope))
+        local = is_loopback(ip)
         session = SocketSession(
             sid, ip, SocketEventLimiter(self.settings, localhost=local), localhost=local
         )
@@ -117,29 +114,6 @@ class GatewayNamespace:
             await self.hub.terminate(session)
         finally:
             reset_contextvars(**bound)
-
-    def _addresses(self, scope: dict[str, Any]) -> tuple[str, str, bool]:
-        """The peer, the client IP (`client_ip`), and whether that IP is loopback.
-
-        What the peer's address parses to is remembered (a reconnecting client
-        comes from the same few addresses); X-Forwarded-For is read every time.
-        """
-        client = scope.get("client")
-        host = str(client[0]) if client else None
-        entry = self._peers.get(host) if host is not None else None
-        if entry is None:
-            peer = peer_ip(scope)
-            entry = (peer, is_loopback(peer))
-            if host is not None:
-                if len(self._peers) >= PEER_MEMO_SIZE:
-                    self._peers.clear()
-                self._peers[host] = entry
-        peer, peer_local = entry
-        trusted = self.settings.trusted_networks
-        if not trusted:
-            return peer, peer, peer_local  # what client_ip answers without trusted proxies
-        ip = client_ip(scope, trusted)
-        return peer, ip, peer_local if ip == peer else is_loopback(ip)
 
     async def _connect(self, session: SocketSession, environ: dict[str, Any], auth: Any) -> None:
         if self.shutting_down:

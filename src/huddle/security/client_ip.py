@@ -12,6 +12,7 @@ the gateway passes `environ["asgi.scope"]` here instead.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,11 +31,14 @@ _XFF = b"x-forwarded-for"
 log = get_logger("huddle.client_ip")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str) -> IPAddress | None:
     """An address from `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80` or `"[::1]"`; else None.
 
     IPv4-mapped IPv6 (`::ffff:1.2.3.4`) comes back as the IPv4 address, so a
-    dual-stack listener does not give one client two identities.
+    dual-stack listener does not give one client two identities. Answers are
+    remembered (bounded): every socket handshake and rate-limit check parses
+    its peer two or three times, mostly the same few addresses.
     """
     text = text.strip().strip('"').strip()
     if text.startswith("["):
