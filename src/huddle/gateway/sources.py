@@ -110,22 +110,16 @@ class InProcessSource:
         # so it needs no timeout (arming one costs more than the rest of it).
         user = self._runtime.auth.authenticate_cached(token)
         if user is not None:
-            if user.id != user_id:
-                raise TokenInvalid()
-            cached = self._cache.get(user_id)
-            if cached is not None and time.monotonic() - cached[0] < self._ttl:
-                self._watch.succeeded()
-                return UserData(self._user_wire(user), cached[1], cached[2])
+            warm = self._from_cache(user_id, user)
+            if warm is not None:
+                return warm
         try:
             async with asyncio.timeout(self._timeout):
                 user = await self._runtime.auth.authenticate(token)
-                if user.id != user_id:
-                    raise TokenInvalid()
+                warm = self._from_cache(user_id, user)
+                if warm is not None:
+                    return warm
                 user_wire = self._user_wire(user)
-                cached = self._cache.get(user_id)
-                if cached is not None and time.monotonic() - cached[0] < self._ttl:
-                    self._watch.succeeded()
-                    return UserData(user_wire, cached[1], cached[2])
                 generation = self._generation
                 teams, _ = await self._runtime.teams.teams_of(user_id, limit=MAX_TEAMS)
                 tasks, _ = await self._runtime.tasks.assigned_to(user_id, limit=MAX_TASKS)
@@ -141,6 +135,16 @@ class InProcessSource:
         if generation == self._generation:
             self._remember(user_id, team_wires, task_wires)
         return UserData(user_wire, team_wires, task_wires)
+
+    def _from_cache(self, user_id: int, user: Any) -> UserData | None:
+        """The user's data from the warm cache, or None when it is not (or no longer) there."""
+        if user.id != user_id:
+            raise TokenInvalid()
+        cached = self._cache.get(user_id)
+        if cached is None or time.monotonic() - cached[0] >= self._ttl:
+            return None
+        self._watch.succeeded()
+        return UserData(self._user_wire(user), cached[1], cached[2])
 
     def _user_wire(self, user: Any) -> dict[str, Any]:
         """The wire form of a user row, built once per row object.

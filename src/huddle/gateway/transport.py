@@ -63,10 +63,6 @@ def connection_of(scope: Any) -> FastWebSocketProtocol | None:
     return connection if isinstance(connection, FastWebSocketProtocol) else None
 
 
-def open_connections() -> int:
-    return len(_by_sid)
-
-
 class _ReceiveQueue:
     """The received-message queue of one connection: one producer, one consumer.
 
