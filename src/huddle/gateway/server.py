@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from huddle import wirejson
 from huddle.api.app import create_api
 from huddle.api.routes.ops import readiness
 from huddle.config import Settings
@@ -178,6 +179,7 @@ class Gateway:
             ping_interval=settings.socket_ping_interval,
             ping_timeout=settings.socket_ping_timeout,
             always_connect=True,  # accept, then say what is wrong (SPEC §4.1)
+            json=wirejson,  # orjson: see huddle/wirejson.py
             # Encode-once broadcasts without a task per recipient (see manager.py);
             # direct WebSocket sessions without a task per message (engine.py).
             client_manager=FastManager() if fast else None,

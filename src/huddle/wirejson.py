@@ -1,0 +1,45 @@
+"""JSON for the Socket.IO wire: orjson behind the `dumps`/`loads` pair python-socketio calls.
+
+python-socketio and python-engineio take a JSON module (`AsyncServer(json=…)`)
+and call `dumps(data, separators=(",", ":"))` and `loads(text)` on it. With the
+standard library, encoding the `authenticated` payload of a user in three
+teams with three tasks cost ~33 µs and orjson ~2.6 µs (measured here, 20,000
+encodes); engine.io's own `loads` builds a new decoder per packet to bound
+integer parsing. Every handshake encodes one such payload and decodes the
+CONNECT packet, and every broadcast encodes its event once.
+
+What differs from `json`, and why it is fine on this wire:
+- output is always compact and UTF-8 (no `\\uXXXX` escapes for non-ASCII),
+  which is what Node's `JSON.stringify` sends too; keyword arguments such as
+  `separators` are accepted and ignored;
+- non-string dict keys are written as strings, as `json` does
+  (`OPT_NON_STR_KEYS`); what orjson refuses to encode (integers beyond 64 bits)
+  is handed to `json`, so `bytes` still raise `TypeError`, which
+  python-socketio and `FastManager` rely on to switch to binary packets;
+- integers beyond 64 bits are decoded as floats (as JavaScript does), so a
+  hostile packet of huge numbers costs no more than any other;
+  malformed input raises `json.JSONDecodeError` (a `ValueError`), as before.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def dumps(obj: Any, **_: Any) -> str:
+    """Compact JSON text for `obj`."""
+    try:
+        return orjson.dumps(obj, option=_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        # Raises TypeError itself for what JSON cannot carry (bytes, objects).
+        return json.dumps(obj, separators=(",", ":"))
+
+
+def loads(text: str | bytes, **_: Any) -> Any:
+    """The value of JSON `text`; `json.JSONDecodeError` if it is not JSON."""
+    return orjson.loads(text)
