@@ -12,6 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from huddle.config import Settings
 from huddle.errors import (
@@ -21,7 +23,7 @@ from huddle.errors import (
     TokenExpired,
     TokenInvalid,
 )
-from huddle.security.tokens import TokenService
+from huddle.security.tokens import TokenService, _SegmentJWS
 
 SECRET = "unit-test-secret-that-is-definitely-32-bytes"
 
@@ -312,3 +314,31 @@ def test_the_prepared_hmac_key_still_refuses_other_keys(tmp_path: Path) -> None:
     with pytest.raises(TokenInvalid):
         service.verify_access(other.issue_access(1).token)
     assert service.verify_access(service.issue_access(1).token).user_id == 1
+
+
+@given(st.binary(max_size=12) | st.text(alphabet="AQgw_-=+/. \x00é", max_size=12).map(str.encode))
+def test_the_c_segment_check_agrees_with_pyjwt_on_any_bytes(segment: bytes) -> None:
+    """`_SegmentJWS` decodes exactly what PyJWT's own check decodes, and refuses the rest."""
+
+    def outcome(decode: Any) -> bytes | str:
+        try:
+            return bytes(decode(segment, "payload"))
+        except jwt.DecodeError as exc:
+            return f"refused: {exc}"
+
+    reference = getattr(jwt.PyJWS, "_decode_base64url_segment", None)
+    if reference is None:  # an older PyJWT: nothing to agree with
+        pytest.skip("this PyJWT has no segment check")
+    assert outcome(_SegmentJWS._decode_base64url_segment) == outcome(reference)
+
+
+@pytest.mark.parametrize("junk", ["!", "===", "a=", ".", " ", "+", "/"])
+def test_tokens_with_junk_in_a_segment_are_refused(tmp_path: Path, junk: str) -> None:
+    service = TokenService(settings(tmp_path), memo_size=0)
+    header, payload, signature = service.issue_access(7).token.split(".")
+    for forged in (
+        f"{header}.{payload}{junk}.{signature}",
+        f"{header}.{payload}.{signature}{junk}",
+    ):
+        with pytest.raises(TokenInvalid):
+            service.verify_access(forged)

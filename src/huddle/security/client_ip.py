@@ -74,7 +74,12 @@ def peer_ip(scope: Mapping[str, Any]) -> str:
     client = scope.get("client")
     if not client:
         return UNKNOWN
-    host = str(client[0])
+    return _normalised(str(client[0]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised(host: str) -> str:
+    """`host` as `peer_ip` gives it; remembered with `parse_ip` (formatting an address is slow)."""
     address = parse_ip(host)
     # A non-IP peer name (Starlette's TestClient says "testclient") is kept as
     # given: it is still a stable key, it is just never trusted nor loopback.

@@ -22,6 +22,7 @@ gateway's revocation list).
 
 from __future__ import annotations
 
+import binascii
 import math
 import time
 import uuid
@@ -31,6 +32,7 @@ from typing import Any
 
 import jwt
 from jwt.algorithms import HMACAlgorithm, get_default_algorithms
+from jwt.utils import base64url_decode, base64url_encode
 
 from huddle.config import Settings
 from huddle.errors import (
@@ -82,13 +84,49 @@ class _PreparedHMAC(HMACAlgorithm):
         return super().prepare_key(key)
 
 
+_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+class _SegmentJWS(jwt.PyJWS):
+    """PyJWS whose segment check runs in C.
+
+    PyJWT 2.15 checks each byte of each segment against the base64url alphabet
+    with a Python generator (`any(c not in ALPHABET for c in segment)`): a
+    third of what verifying an HS256 access token cost here (~21 of 62 µs per
+    token, 5,000 tokens). This is the same check — the same padding rules,
+    alphabet, and canonical-encoding test, the same `DecodeError`s — with
+    `bytes.translate` finding stray bytes. Versions without the method never
+    call it, and verify as they always did.
+    """
+
+    @staticmethod
+    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
+        stripped = segment.rstrip(b"=")
+        padding = len(segment) - len(stripped)
+        if padding > 2 or (padding and len(segment) % 4 != 0):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        if len(stripped) % 4 == 1 or stripped.translate(None, _BASE64URL):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        try:
+            decoded = base64url_decode(stripped)
+        except (TypeError, binascii.Error) as err:
+            raise jwt.DecodeError(f"Invalid {name} padding") from err
+        if base64url_encode(decoded) != stripped:
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        return decoded
+
+
 def _decoder(algorithm: str, key: str | bytes) -> Callable[..., dict[str, Any]]:
-    """`jwt.decode`, or the same on a private `PyJWT` using `_PreparedHMAC` for an HMAC key."""
+    """`decode` of a private `PyJWT`: `_SegmentJWS`, and `_PreparedHMAC` for an HMAC key."""
     default = get_default_algorithms().get(algorithm)
     decoder = jwt.PyJWT()
     jws = getattr(decoder, "_jws", None)  # PyJWT >= 2.10 gives each PyJWT its own PyJWS
-    if type(default) is not HMACAlgorithm or not isinstance(jws, jwt.PyJWS):
+    if not isinstance(jws, jwt.PyJWS):
         return jwt.decode
+    jws = _SegmentJWS(options=jws.options)
+    decoder._jws = jws
+    if type(default) is not HMACAlgorithm:
+        return decoder.decode
     try:
         prepared = _PreparedHMAC(default.hash_alg, key)
     except jwt.PyJWTError:
