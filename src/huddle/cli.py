@@ -51,7 +51,7 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
     import uvicorn
 
     from huddle.app import build_app
-    from huddle.gateway.transport import FastWebSocketProtocol
+    from huddle.gateway.transport import FastHttpToolsProtocol, FastWebSocketProtocol
 
     settings = _settings(host=host, port=port)
     bind_port = settings.port if settings.port is not None else default_port
@@ -71,6 +71,8 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         # uvicorn's sans-I/O WebSocket protocol, extended with the shared-frame
         # write path of the gateway's broadcasts (gateway/transport.py).
         ws=FastWebSocketProtocol,
+        # httptools, handing upgrade requests over already parsed (transport.py `take_over`).
+        http=FastHttpToolsProtocol,
         interface="asgi3",  # the app is ASGI 3; uvicorn's guess looks for a coroutine function
         ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_payload + 1024,

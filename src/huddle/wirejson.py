@@ -16,9 +16,10 @@ What differs from `json`, and why it is fine on this wire:
   (`OPT_NON_STR_KEYS`); what orjson refuses to encode (integers beyond 64 bits)
   is handed to `json`, so `bytes` still raise `TypeError`, which
   python-socketio and `FastManager` rely on to switch to binary packets;
-- integers beyond 64 bits are decoded as floats (as JavaScript does), so a
-  hostile packet of huge numbers costs no more than any other;
-  malformed input raises `json.JSONDecodeError` (a `ValueError`), as before.
+- what orjson will not read (NaN, Infinity, numbers beyond a double) goes to
+  engine.io's own `loads`, as before, which bounds integer length; integers
+  beyond 64 bits that fit a double come back as floats (as JavaScript reads
+  them); malformed input raises `json.JSONDecodeError` (a `ValueError`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 from typing import Any
 
 import orjson
+from engineio import json as engineio_json
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
@@ -42,4 +44,10 @@ def dumps(obj: Any, **_: Any) -> str:
 
 def loads(text: str | bytes, **_: Any) -> Any:
     """The value of JSON `text`; `json.JSONDecodeError` if it is not JSON."""
-    return orjson.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # What orjson refuses but Python's json (and so python-socketio) took:
+        # NaN and Infinity, and numbers beyond a double. engine.io's loads
+        # bounds how long an integer may be; it raises for what is not JSON.
+        return engineio_json.loads(text)

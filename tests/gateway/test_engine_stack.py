@@ -23,7 +23,7 @@ import websockets
 
 from huddle.gateway.engine import LeanSocketIOServer
 from huddle.gateway.manager import FastManager
-from huddle.gateway.transport import FastWebSocketProtocol
+from huddle.gateway.transport import FastHttpToolsProtocol, FastWebSocketProtocol
 
 
 def _free_port() -> int:
@@ -32,16 +32,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[tuple[str, socketio.AsyncServer]]:
+@pytest.fixture(params=["take_over", "reparse"])
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, socketio.AsyncServer]]:
+    """The stack behind `huddle serve`'s HTTP protocol (upgrades handed over parsed,
+    `take_over`) and behind uvicorn's own (the upgrade request written out and parsed again)."""
     # A short heartbeat: python-engineio parks a long-poll for ping interval +
     # timeout after the client's CLOSE, which the polling client's disconnect awaits.
     sio = LeanSocketIOServer(
         async_mode="asgi", client_manager=FastManager(), ping_interval=1, ping_timeout=1
     )
 
+    sio.environs = {}  # type: ignore[attr-defined]
+
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        sio.environs[sid] = environ  # type: ignore[attr-defined]
         await sio.enter_room(sid, "room")
 
     port = _free_port()
@@ -50,7 +55,9 @@ async def stack() -> AsyncIterator[tuple[str, socketio.AsyncServer]]:
         host="127.0.0.1",
         port=port,
         ws=FastWebSocketProtocol,
+        http=FastHttpToolsProtocol if request.param == "take_over" else "httptools",
         ws_ping_interval=None,
+        proxy_headers=False,  # as `huddle serve`: TRUSTED_PROXIES decides, not uvicorn
         log_level="warning",
         lifespan="off",
     )
@@ -200,3 +207,47 @@ async def test_a_peer_that_stops_reading_is_dropped_when_disconnected(
         assert not sio.manager.is_connected(sid, "/")
     finally:
         writer.close()
+
+
+async def test_the_socket_sees_the_upgrade_request_as_sent(
+    stack: tuple[str, socketio.AsyncServer],
+) -> None:
+    url, sio = stack
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(
+        url + "/?team=7&name=Zo%C3%AB",
+        transports=["websocket"],
+        headers={"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer abc"},
+        wait_timeout=5,
+    )
+    try:
+        environ = sio.environs[client.get_sid()]  # type: ignore[attr-defined]
+        scope = environ["asgi.scope"]
+        assert scope["type"] == "websocket"
+        assert scope["path"] == "/socket.io/"
+        query = scope["query_string"].decode()
+        assert "team=7" in query and "name=Zo%C3%AB" in query and "transport=websocket" in query
+        assert environ["HTTP_X_FORWARDED_FOR"] == "203.0.113.9"
+        assert environ["HTTP_AUTHORIZATION"] == "Bearer abc"
+        assert all(name == name.lower() for name, _ in scope["headers"])
+        assert scope["client"][0] == "127.0.0.1" and scope["server"][1] == int(
+            url.rsplit(":", 1)[1]
+        )
+    finally:
+        await client.disconnect()
+
+
+async def test_a_malformed_upgrade_is_refused_with_an_http_error(
+    stack: tuple[str, socketio.AsyncServer],
+) -> None:
+    url, _ = stack
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+        b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"  # no Sec-WebSocket-Key
+    )
+    status = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 400"), status

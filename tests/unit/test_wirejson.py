@@ -43,12 +43,14 @@ def test_bytes_still_raise_type_error_so_binary_packets_are_chosen() -> None:
         wirejson.dumps(["upload", b"\x00\x01"])
 
 
-def test_bad_input_is_a_value_error_and_huge_numbers_cost_nothing() -> None:
+def test_what_python_socketio_read_before_it_still_reads() -> None:
     with pytest.raises(ValueError):
         wirejson.loads('["task:update", {')
+    assert wirejson.loads("[NaN, 1]")[1] == 1  # Python's json wrote and read NaN
+    assert wirejson.loads("[Infinity]") == [float("inf")]
     value = wirejson.loads("[" + "9" * 25 + "]")[0]
-    assert isinstance(value, float)  # as JavaScript reads it, not a big int to carry
-    with pytest.raises(ValueError):  # beyond a double: refused, not parsed digit by digit
+    assert isinstance(value, float)  # as JavaScript reads it
+    with pytest.raises(ValueError):  # beyond a double and too long an integer: refused
         wirejson.loads("[" + "9" * 5000 + "]")
 
 
