@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from huddle.db.models import Event, EventCounter
+from huddle.errors import DatabaseUnavailable
 from huddle.events.envelope import Envelope
 from huddle.runtime import Runtime
 from tests.factories import Factory
@@ -50,6 +51,33 @@ async def test_a_failed_transaction_leaves_no_event(runtime: Runtime, factory: F
     async with runtime.db.read() as session:
         assert await session.scalar(select(EventCounter.last_id)) == counter_before
     assert heard == []
+
+
+async def test_a_connection_lost_mid_unit_is_unavailable_and_commits_nothing(
+    runtime: Runtime, factory: Factory
+) -> None:
+    """The outbox write on a dropped connection is a 503, not a 500 or a half-written event."""
+    owner = await factory.user()
+    team = await factory.team(owner)
+    heard = _listen(runtime)
+    async with runtime.db.read() as session:
+        counter_before = await session.scalar(select(EventCounter.last_id))
+
+    with pytest.raises(DatabaseUnavailable):
+        async with runtime.db.unit() as unit:
+            await unit.emit("task_created", team_id=team["id"], actor_id=owner.id, body={})
+            raw = await (await unit.session.connection()).get_raw_connection()
+            driver = raw.driver_connection
+            # The inline SQLite driver and asyncpg both drop the connection at once.
+            driver.stop() if hasattr(driver, "stop") else driver.terminate()  # type: ignore[union-attr]
+            await unit.emit("task_updated", team_id=team["id"], actor_id=owner.id, body={})
+    assert [e.type for e in await _events(runtime, team["id"])] == ["member_added"]
+    async with runtime.db.read() as session:
+        assert await session.scalar(select(EventCounter.last_id)) == counter_before
+    assert heard == []
+    # The pool replaced the dropped connection: the next unit writes.
+    await factory.task(team["id"], owner)
+    assert [e.type for e in heard] == ["task_created"]
 
 
 async def test_a_rejected_change_writes_no_event(runtime: Runtime, factory: Factory) -> None:
