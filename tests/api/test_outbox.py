@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, event, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
+from huddle.clock import utcnow
 from huddle.db.models import Event, EventCounter
 from huddle.errors import DatabaseUnavailable
 from huddle.events.envelope import Envelope
@@ -78,6 +80,49 @@ async def test_a_connection_lost_mid_unit_is_unavailable_and_commits_nothing(
     # The pool replaced the dropped connection: the next unit writes.
     await factory.task(team["id"], owner)
     assert [e.type for e in heard] == ["task_created"]
+
+
+async def test_an_outbox_insert_refused_by_the_database_is_sqlalchemys_error(
+    runtime: Runtime, factory: Factory
+) -> None:
+    """A constraint error in the outbox write is IntegrityError (500), not an outage; rolls back."""
+    owner = await factory.user()
+    team = await factory.team(owner)
+    async with runtime.db.read() as session:
+        counter_before = await session.scalar(select(EventCounter.last_id))
+    async with runtime.db.unit() as unit:  # an event row the counter does not know about
+        await unit.session.execute(
+            insert(Event).values(
+                id=(counter_before or 0) + 1, team_id=0, type="x", payload={}, created_at=utcnow()
+            )
+        )
+    with pytest.raises(IntegrityError):
+        async with runtime.db.unit() as unit:
+            await unit.emit("task_created", team_id=team["id"], actor_id=owner.id, body={})
+    async with runtime.db.read() as session:
+        assert await session.scalar(select(EventCounter.last_id)) == counter_before
+    async with runtime.db.unit() as unit:  # PostgreSQL's database is shared with later tests
+        await unit.session.execute(delete(Event).where(Event.team_id == 0))
+
+
+async def test_statement_listeners_see_the_outbox_writes(
+    runtime: Runtime, factory: Factory
+) -> None:
+    """SQL tracing hooked on the engine (before_cursor_execute) sees the outbox's statements."""
+    owner = await factory.user()
+    team = await factory.team(owner)
+    seen: list[str] = []
+
+    def trace(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        seen.append(statement.split()[0] + " " + statement.split()[1])
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", trace)
+    try:
+        async with runtime.db.unit() as unit:
+            await unit.emit("task_created", team_id=team["id"], actor_id=owner.id, body={})
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", trace)
+    assert seen == ["UPDATE event_counter", "INSERT INTO"]
 
 
 async def test_a_rejected_change_writes_no_event(runtime: Runtime, factory: Factory) -> None:

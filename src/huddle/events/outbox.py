@@ -49,7 +49,8 @@ async def record(
     def write(sync: Session) -> Envelope:
         sync.flush()
         connection = sync.connection()
-        event_id = int(_NEXT_ID.execute(connection).scalar_one())
+        (row,) = _NEXT_ID.execute(connection)
+        event_id = int(row[0])
         now = utcnow()
         payload: dict[str, Any] = {"eventId": event_id, "teamId": team_id, **body}
         payload["actorId"] = actor_id
