@@ -168,3 +168,50 @@ async def test_a_wrong_protocol_version_is_refused(heartbeat_server: LiveServer)
     with pytest.raises(websockets.InvalidStatus):
         async with websockets.connect(url):
             pass
+
+
+async def test_an_unreadable_packet_gets_bad_request_and_the_socket_carries_on(
+    heartbeat_server: LiveServer, token: str
+) -> None:
+    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
+        await _open_and_authenticate(ws, token)
+        for junk in ('42["resume",{"lastEventId":', "49", '42["resume"]extra'):
+            await ws.send(junk)
+            frame = await _frame(ws)
+            while frame == "2":  # a heartbeat ping may come first
+                await ws.send("3")
+                frame = await _frame(ws)
+            assert frame.startswith('42["error"'), (junk, frame)
+            assert json.loads(frame[2:])[1]["code"] == "BAD_REQUEST"
+        await ws.send('421["resume",{"lastEventId":0}]')  # still served
+        frame = await _frame(ws)
+        for _ in range(10):
+            if frame.startswith("43"):
+                break
+            if frame == "2":
+                await ws.send("3")
+            frame = await _frame(ws)
+        assert json.loads(frame[3:])[0]["ok"] is True
+    assert "Traceback" not in heartbeat_server.log_text()
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        '40{"token":',  # a Socket.IO CONNECT whose JSON never ends
+        "9",  # no such Engine.IO packet type
+        "x",  # not Engine.IO at all
+    ],
+)
+async def test_an_unreadable_packet_before_connecting_closes_the_session(
+    heartbeat_server: LiveServer, junk: str
+) -> None:
+    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
+        assert (await _frame(ws)).startswith("0{")
+        await ws.send(junk)
+        frames: list[str] = []
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                frames.append(await _frame(ws))
+        assert not any(frame.startswith("40") for frame in frames), frames
+    assert "Traceback" not in heartbeat_server.log_text()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -44,6 +45,7 @@ from engineio import packet as eio_packet
 from huddle.gateway.transport import FastWebSocketProtocol, connection_of
 
 _PING = eio_packet.Packet(eio_packet.PING)
+_PACKET_TYPES = len(eio_packet.packet_names)
 
 
 class _NoQueue:
@@ -180,7 +182,16 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             if data is None or len(data) > limit:
                 break
             try:
-                await self.receive(eio_packet.Packet(encoded_packet=data))
+                packet = eio_packet.Packet(encoded_packet=data)
+            except (ValueError, TypeError):
+                packet = None
+            if packet is None or not 0 <= packet.packet_type < _PACKET_TYPES:
+                # Not Engine.IO: the session ends, as Node's engine.io ends it
+                # on a parse error (engine.io's `receive` would raise IndexError).
+                self.server.logger.warning("%s: unreadable Engine.IO packet", self.sid)
+                break
+            try:
+                await self.receive(packet)
             except exceptions.UnknownPacketError:
                 pass
             except exceptions.SocketIsClosedError:
@@ -369,7 +380,22 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
 
 class LeanSocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on `LeanEngineServer`."""
+    """python-socketio's server on `LeanEngineServer`, telling of packets it cannot read."""
+
+    malformed: Callable[[str], Awaitable[None]] | None = None
+    """Called with the Engine.IO session id of a client that sent an unreadable packet."""
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except ValueError:
+            # python-socketio raises ValueError for a packet it cannot decode
+            # (not JSON, an unknown type, a stray attachment); engine.io would
+            # log it with a traceback and the client would hear nothing.
+            # Event handlers run in tasks of their own, so nothing else lands here.
+            if self.malformed is None:
+                raise
+            await self.malformed(eio_sid)
 
     def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         # python-socketio's own is a coroutine that only awaits engine.io's; handing

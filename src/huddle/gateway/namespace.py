@@ -72,6 +72,7 @@ class GatewayNamespace:
         self.relay = EventRelay(hub, source, self._sessions_revoked)
         self.auth = Authenticator(hub, settings, tokens=tokens, source=source, relay=self.relay)
         self.shutting_down = False
+        self._sio: Any = None  # the server `register` wired this namespace into
         self._proxy_warning = LoopbackProxyWarning(settings)
         self._jitter = random.Random()  # noqa: S311 - spreading reconnects, not a secret
         source.on_recovered(self.recover_degraded)
@@ -88,6 +89,9 @@ class GatewayNamespace:
         for name, handler in events.items():
             sio.on(name, self._client_event(name, handler))
         sio.on("*", self.on_unknown)
+        if hasattr(sio, "malformed"):
+            sio.malformed = self._on_malformed
+        self._sio = sio
 
     # --- connection --------------------------------------------------------
 
@@ -188,6 +192,24 @@ class GatewayNamespace:
 
         run.__name__ = f"on_{name}"
         return run
+
+    async def _on_malformed(self, eio_sid: str) -> None:
+        """A packet python-socketio could not read: `error BAD_REQUEST` (SPEC §4.5).
+
+        Answered like any event (so it counts against the socket's event rate);
+        a client with no Socket.IO session yet has nobody to answer, and its
+        Engine.IO session is closed, as the Node server does on a parse error.
+        """
+        sid = self._sio.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None or self.hub.sessions.get(sid) is None:
+            log.info("socket_malformed_packet_closed")
+            await self._sio.eio.disconnect(eio_sid)
+            return
+
+        async def malformed(session: SocketSession, args: tuple[Any, ...]) -> Any:
+            raise BadRequest("Malformed packet.")
+
+        await self._answer(sid, "*", malformed, ())
 
     async def on_unknown(self, event: str, sid: str, *args: Any) -> Any:
         async def unknown(session: SocketSession, args: tuple[Any, ...]) -> Any:
