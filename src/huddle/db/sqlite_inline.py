@@ -239,10 +239,15 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
         return result
 
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        # One `await_` too, for the same reason as `execute` (`AsyncConnection.execute`
+        # of a multi-row insert, e.g. bench/seed.py).
         try:
-            return self._cursor.executemany(operation, seq_of_parameters)
+            return await_(self._executemany(operation, seq_of_parameters))
         except Exception as error:
             self._adapt_connection._handle_exception(error)
+
+    async def _executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        return self._cursor.executemany(operation, seq_of_parameters)
 
     def close(self) -> None:
         self._rows.clear()
