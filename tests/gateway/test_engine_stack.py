@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 import socketio
 import uvicorn
 import websockets
+import websockets.sync.client
 
 from huddle.gateway.engine import LeanSocketIOServer
 from huddle.gateway.manager import FastManager
@@ -251,3 +254,43 @@ async def test_a_malformed_upgrade_is_refused_with_an_http_error(
     status = await asyncio.wait_for(reader.readline(), 5)
     writer.close()
     assert status.startswith(b"HTTP/1.1 400"), status
+
+
+async def test_a_long_loop_turn_of_broadcasts_is_written_as_it_goes(
+    stack: tuple[str, socketio.AsyncServer],
+) -> None:
+    """Broadcasts made in one loop turn that runs long (a burst of events, each its own
+    unit of work, none yielding) reach the client while the turn is still running,
+    not all at its end; and in order."""
+    url, sio = stack
+    ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    arrivals: list[tuple[float, str]] = []
+    ready = threading.Event()
+
+    def client() -> None:  # a thread of its own: it reads while the server's loop is busy
+        # No permessage-deflate (as `huddle serve` by default): shared frames, the fast path.
+        with websockets.sync.client.connect(ws_url, compression=None) as ws:
+            assert str(ws.recv(5)).startswith("0{")
+            ws.send("40")
+            assert str(ws.recv(5)).startswith("40{")
+            ready.set()
+            while len(arrivals) < 3:
+                frame = str(ws.recv(10))
+                arrivals.append((time.monotonic(), frame))
+
+    reader = threading.Thread(target=client, daemon=True)
+    reader.start()
+    assert await asyncio.to_thread(ready.wait, 5)
+    async with asyncio.timeout(5):
+        while not list(sio.manager.get_participants("/", "room")):
+            await asyncio.sleep(0.01)
+    await sio.emit("burst", 1, to="room")  # FastManager.emit never suspends here
+    time.sleep(0.03)  # the rest of the turn's work, blocking the loop
+    await sio.emit("burst", 2, to="room")
+    time.sleep(0.03)
+    await sio.emit("burst", 3, to="room")
+    turn_ended = time.monotonic()
+    await asyncio.to_thread(reader.join, 10)
+    assert [frame for _, frame in arrivals] == [f'42["burst",{n}]' for n in (1, 2, 3)]
+    first_arrival = arrivals[0][0]
+    assert first_arrival < turn_ended - 0.02, (first_arrival, turn_ended)

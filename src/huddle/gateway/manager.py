@@ -28,7 +28,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 from websockets.frames import Frame, Opcode
 
-from huddle.gateway.transport import connection_for
+from huddle.gateway.transport import connection_for, flush_waiting
 from huddle.metrics import FANOUT_DELIVERIES
 
 _SHARED = FANOUT_DELIVERIES.labels(path="shared")
@@ -195,5 +195,6 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
                 queued += 1
         if shared:
             _SHARED.inc(shared)
+            flush_waiting()  # a long loop turn (a burst of events) writes as it goes
         if queued:
             _QUEUED.inc(queued)
