@@ -52,6 +52,7 @@ AUTH_ERROR_CODES = Labelled(AUTH_ERRORS)
 EVENTS_EMITTED = Counter(
     "huddle_gateway_events_emitted_total", "Team events emitted to rooms, by type", ["type"]
 )
+EVENTS_EMITTED_BY_TYPE = Labelled(EVENTS_EMITTED)
 FANOUT_LATENCY = Histogram(
     "huddle_gateway_fanout_seconds",
     "Time from commit to the event handed to every local recipient",
@@ -75,6 +76,7 @@ EVENT_GAPS = Counter(
     "huddle_bus_event_gaps_total", "Times an event id gap outlived the gap timeout"
 )
 EVENTS_WRITTEN = Counter("huddle_events_written_total", "Events written to the outbox", ["type"])
+EVENTS_WRITTEN_BY_TYPE = Labelled(EVENTS_WRITTEN)
 FANOUT_DELIVERIES = Counter(
     "huddle_gateway_fanout_deliveries_total",
     "Broadcast deliveries by path: one shared pre-built frame, or engine.io's queue",

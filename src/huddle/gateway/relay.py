@@ -29,7 +29,7 @@ from huddle.gateway.hub import Hub, team_room
 from huddle.gateway.session import SocketSession
 from huddle.gateway.userdata import UserDataSource
 from huddle.logging import get_logger
-from huddle.metrics import EVENTS_EMITTED, FANOUT_LATENCY
+from huddle.metrics import EVENTS_EMITTED_BY_TYPE, FANOUT_LATENCY
 
 log = get_logger("huddle.gateway.relay")
 
@@ -96,7 +96,7 @@ class EventRelay:
             hub.forget_team(event.team_id)
         else:
             await hub.fanout.room(room, event.type, event.payload, skip=skip)
-        EVENTS_EMITTED.labels(type=event.type).inc()
+        EVENTS_EMITTED_BY_TYPE[event.type].inc()
         _observe_latency(event.payload)
         for user_id in affected:
             self._source.invalidate(user_id)

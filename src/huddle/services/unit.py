@@ -18,7 +18,7 @@ from huddle.errors import DatabaseUnavailable
 from huddle.events import outbox
 from huddle.events.bus import EventBus
 from huddle.events.envelope import Envelope
-from huddle.metrics import EVENTS_WRITTEN
+from huddle.metrics import EVENTS_WRITTEN_BY_TYPE
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -81,7 +81,7 @@ class Database:
             yield unit
             await session.run_sync(_commit_and_close)
         for event in unit.events:
-            EVENTS_WRITTEN.labels(type=event.type).inc()
+            EVENTS_WRITTEN_BY_TYPE[event.type].inc()
         if unit.events:
             await self.bus.publish(unit.events)
 
