@@ -1,5 +1,7 @@
 """JSON for the Socket.IO wire: orjson behind the `dumps`/`loads` pair python-socketio calls.
 
+The database's JSON columns use the same pair (`db/session.py`).
+
 python-socketio and python-engineio take a JSON module (`AsyncServer(json=…)`)
 and call `dumps(data, separators=(",", ":"))` and `loads(text)` on it. With the
 standard library, encoding the `authenticated` payload of a user in three

@@ -205,3 +205,19 @@ async def test_retention_prunes_and_remembers_how_far(runtime: Runtime, factory:
         counter = (await session.execute(select(EventCounter))).scalar_one()
     assert remaining == 2
     assert counter.pruned_through == counter.last_id - 2
+
+
+async def test_an_event_payload_reads_back_exactly_as_written(
+    runtime: Runtime, factory: Factory
+) -> None:
+    """JSON columns go through orjson (db/session.py): text, numbers and nesting survive."""
+    owner = await factory.user()
+    team = await factory.team(owner)
+    body = {"task": {"title": "Zoë ✓ — \U0001f680", "n": 2**53 + 1, "ratio": 0.1}, "tags": []}
+    async with runtime.db.unit() as unit:
+        written = await unit.emit("task_updated", team_id=team["id"], actor_id=owner.id, body=body)
+    async with runtime.db.read() as session:
+        stored = await session.get(Event, written.id)
+    assert stored is not None
+    assert stored.payload == written.payload
+    assert stored.payload["task"] == body["task"]

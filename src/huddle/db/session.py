@@ -9,8 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession  # re-export for the app
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from huddle import wirejson
 from huddle.config import Settings
 from huddle.db import sqlite_inline
+
+# JSON columns (the outbox's payloads) through orjson, as on the Socket.IO wire:
+# the standard library's encoder was ~14 µs of an outbox event's ~300.
+_JSON: dict[str, Any] = {"json_serializer": wirejson.dumps, "json_deserializer": wirejson.loads}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
@@ -37,7 +42,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             # a connection is free. Inline units never interleave, so the pool is
             # never drained for long; wait without a timeout instead.
             extra["pool_timeout"] = None
-        engine = create_async_engine(url, connect_args={"timeout": 5}, **extra)
+        engine = create_async_engine(url, connect_args={"timeout": 5}, **_JSON, **extra)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
@@ -47,6 +52,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_pre_ping=True,
         pool_timeout=5,
         connect_args={"timeout": 5},
+        **_JSON,
     )
 
 
