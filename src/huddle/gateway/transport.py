@@ -288,10 +288,6 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         self.server = http.server
         self.client = http.client
         self.scheme = "wss" if http.scheme == "https" else "ws"
-        # The request is in: go straight to reading frames (`_forget_handshake`).
-        parser = Protocol.parse(self.conn)
-        next(parser)
-        self.conn.parser = parser
         self._connect(Request(path, headers), list(raw_headers))
         return True
 
@@ -306,8 +302,21 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         )
 
     def _connect(self, request: Request, headers: list[tuple[bytes, bytes]]) -> None:
-        """uvicorn's `handle_connect`, with the scope also carrying this connection."""
+        """uvicorn's `handle_connect`, with the scope also carrying this connection.
+
+        The request is in, so `websockets`' parser goes straight to frames: a
+        fresh frame parser, not the handshake parser that continues with frames
+        but keeps the request in its generator frame (~3 KB per connection, for
+        hours) — only while nothing is buffered after the request (a client
+        sends no frame before it has the 101 response). A refused handshake
+        replaces it again (`websockets` discards what follows).
+        """
         self.request = request
+        conn = self.conn
+        if not conn.reader.buffer:
+            parser = Protocol.parse(conn)
+            next(parser)
+            conn.parser = parser
         self.response = self.conn.accept(request)
         self.handshake_initiated = True
         if self.response.status_code != 101:
@@ -385,21 +394,13 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
     def _forget_handshake(self) -> None:
-        """Drop what the upgrade left behind (~3 KB per connection, held for hours).
+        """Drop the upgrade request and response uvicorn keeps (held for hours, never read).
 
-        uvicorn keeps the upgrade request and response, and `websockets`' parser
-        generator keeps the request in its frame for the connection's lifetime;
-        nothing reads them again. The parser is restarted as the plain frame
-        parser it continues with — only while nothing is buffered, which holds
-        at accept time: a client sends no frame before it has the 101 response.
+        (`_connect` already gave `websockets` a frame parser that does not hold
+        the request.)
         """
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
-        conn = self.conn
-        if conn.state is State.OPEN and not conn.reader.buffer:
-            parser = Protocol.parse(conn)
-            next(parser)
-            conn.parser = parser
 
     # --- registration -------------------------------------------------------
 
