@@ -94,6 +94,18 @@ async def _until(received: list[Any], count: int) -> None:
             await asyncio.sleep(0.01)
 
 
+async def _room_holds(sio: socketio.AsyncServer, count: int) -> None:
+    """Wait until `count` sockets are in "room" (the connect handler puts them there)."""
+    async with asyncio.timeout(5):
+        while len(list(sio.manager.get_participants("/", "room"))) != count:
+            await asyncio.sleep(0.01)
+
+
+def _ws_url(url: str) -> str:
+    """A direct Engine.IO 4 WebSocket, as socket.io-client opens with `["websocket"]`."""
+    return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+
+
 @pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
 async def test_binary_and_text_broadcasts_arrive_intact_and_in_order(
     stack: tuple[str, socketio.AsyncServer], transports: list[str]
@@ -143,9 +155,7 @@ async def test_a_disconnected_socket_leaves_every_room_and_the_others_stay(
     await sio.enter_room(server_gone, "extra")
     try:
         await gone.disconnect()
-        async with asyncio.timeout(5):
-            while len(list(sio.manager.get_participants("/", "room"))) != 2:
-                await asyncio.sleep(0.01)
+        await _room_holds(sio, 2)
         assert sio.manager.get_rooms(server_gone, "/") == []
         assert "extra" not in sio.manager.rooms.get("/", {})  # its last member left
         await sio.emit("still", "here", to="room")
@@ -161,7 +171,7 @@ async def test_a_second_connect_on_the_same_session_is_refused_and_the_first_kep
     stack: tuple[str, socketio.AsyncServer],
 ) -> None:
     url, sio = stack
-    ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    ws_url = _ws_url(url)
     async with websockets.connect(ws_url) as ws:
         assert str(await ws.recv()).startswith("0{")
         await ws.send("40")
@@ -196,9 +206,7 @@ async def test_a_peer_that_stops_reading_is_dropped_when_disconnected(
         mask = b"\x01\x02\x03\x04"
         writer.write(b"\x81\x82" + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(b"40")))
         await writer.drain()
-        async with asyncio.timeout(5):
-            while not list(sio.manager.get_participants("/", "room")):
-                await asyncio.sleep(0.01)
+        await _room_holds(sio, 1)
         [(sid, eio_sid)] = list(sio.manager.get_participants("/", "room"))
         # ~6 MB the peer never reads: the server's transport pauses, bytes pile up.
         for _ in range(90):
@@ -263,7 +271,7 @@ async def test_a_long_loop_turn_of_broadcasts_is_written_as_it_goes(
     unit of work, none yielding) reach the client while the turn is still running,
     not all at its end; and in order."""
     url, sio = stack
-    ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    ws_url = _ws_url(url)
     arrivals: list[tuple[float, str]] = []
     ready = threading.Event()
 
@@ -281,9 +289,7 @@ async def test_a_long_loop_turn_of_broadcasts_is_written_as_it_goes(
     reader = threading.Thread(target=client, daemon=True)
     reader.start()
     assert await asyncio.to_thread(ready.wait, 5)
-    async with asyncio.timeout(5):
-        while not list(sio.manager.get_participants("/", "room")):
-            await asyncio.sleep(0.01)
+    await _room_holds(sio, 1)
     await sio.emit("burst", 1, to="room")  # FastManager.emit never suspends here
     time.sleep(0.03)  # the rest of the turn's work, blocking the loop
     await sio.emit("burst", 2, to="room")
