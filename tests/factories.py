@@ -81,7 +81,7 @@ class Factory:
     ) -> dict[str, Any]:
         response = await self.client.post(
             f"/api/teams/{team_id}/members",
-            json={"userId": user.id, "role": role},
+            json={"email": user.email, "role": role},
             headers=by.headers,
         )
         assert response.status_code == 201, response.text

@@ -14,6 +14,7 @@
     │   └── RefreshTokenReused       REFRESH_TOKEN_REUSED
     ├── Forbidden                    FORBIDDEN (403)
     ├── NotFound                     NOT_FOUND (404)
+    │   └── UserNotFound             USER_NOT_FOUND (no user with that email)
     ├── Conflict                     409
     │   ├── EmailTaken               EMAIL_TAKEN
     │   └── VersionConflict          VERSION_CONFLICT (details: the current task)
@@ -152,6 +153,13 @@ class NotFound(HuddleError):
     code = "NOT_FOUND"
     status = 404
     default_message = "Not found."
+
+
+class UserNotFound(NotFound):
+    """No (active) user has that email address."""
+
+    code = "USER_NOT_FOUND"
+    default_message = "No user with that email address."
 
 
 class Conflict(HuddleError):

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_serializer,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -133,8 +134,25 @@ class TeamOut(Out):
 
 
 class MemberIn(Wire):
-    user_id: Id
+    """Add a member: `email` (the address they registered with), or `userId`.
+
+    `userId` is accepted from global administrators only (the route checks
+    the caller), so that nobody can walk user ids to collect other people's
+    addresses. Exactly one of the two.
+    """
+
+    email: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
+        | None
+    ) = None
+    user_id: Id | None = None
     role: Role = Role.member
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MemberIn:
+        if (self.email is None) == (self.user_id is None):
+            raise ValueError("give the new member's `email`")
+        return self
 
 
 class MemberPatch(Wire):

@@ -69,7 +69,9 @@ CASES = [
     _case("PATCH", "/api/teams/{team}", {"name": "Renamed"}, 404, 403, 200, 200, 200),
     _case("DELETE", "/api/teams/{team}", None, 404, 403, 403, 204, 204),
     _case("GET", "/api/teams/{team}/members", None, 404, 200, 200, 200, 200),
-    _case("POST", "/api/teams/{team}/members", {"userId": "{newcomer}"}, 404, 403, 201, 201, 201),
+    _case(
+        "POST", "/api/teams/{team}/members", {"email": "{newcomer_email}"}, 404, 403, 201, 201, 201
+    ),
     _case("PATCH", "/api/teams/{team}/members/{other}", {"role": "admin"}, 404, 403, 200, 200, 200),
     _case("DELETE", "/api/teams/{team}/members/{other}", None, 404, 403, 204, 204, 204),
     _case("GET", "/api/teams/{team}/tasks", None, 404, 200, 200, 200, 200),
@@ -90,6 +92,8 @@ def _fill(value: Any, world: World) -> Any:
         "{other}": world.other_member.id,
         "{newcomer}": world.newcomer.id,
     }
+    if value == "{newcomer_email}":
+        return world.newcomer.email
     if isinstance(value, str):
         if value in ids:
             return ids[value]

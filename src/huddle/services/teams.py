@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huddle.db.models import Membership, Team, User
-from huddle.errors import Conflict, Forbidden, NotFound
+from huddle.errors import Conflict, Forbidden, NotFound, UserNotFound
 from huddle.schemas import MemberOut, TeamOut, UserOut, wire
 from huddle.services.access import (
     Actor,
@@ -18,6 +18,7 @@ from huddle.services.access import (
     role_in,
     visible_team,
 )
+from huddle.services.auth import normalize_email
 from huddle.services.unit import Database
 
 
@@ -170,15 +171,31 @@ class TeamService:
             return items[:limit], encode_cursor(items[limit - 1].user_id)
         return items, None
 
-    async def add_member(self, actor: Actor, team_id: int, user_id: int, role: str) -> MemberOut:
+    async def add_member(
+        self,
+        actor: Actor,
+        team_id: int,
+        role: str,
+        *,
+        email: str | None = None,
+        user_id: int | None = None,
+    ) -> MemberOut:
+        """Add the user with `email` (compared case-insensitively) or, for callers
+        the route let through, with `user_id`; USER_NOT_FOUND when there is none."""
         async with self._db.unit() as unit:
             _, my_role = await visible_team(unit.session, actor, team_id)
             require_manager(actor, my_role)
             if role == "owner" and my_role != "owner" and not actor.is_admin:
                 raise Forbidden("Only owners may add another owner.")
-            user = await unit.session.get(User, user_id)
+            if email is not None:
+                user = await unit.session.scalar(
+                    select(User).where(User.email == normalize_email(email))
+                )
+            else:
+                user = None if user_id is None else await unit.session.get(User, user_id)
             if user is None or not user.is_active:
-                raise NotFound("User not found.")
+                raise UserNotFound()
+            user_id = user.id
             if await role_in(unit.session, team_id, user_id) is not None:
                 raise Conflict("The user is already a member of this team.")
             membership = Membership(team_id=team_id, user_id=user_id, role=role)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from huddle.api.deps import CurrentActor, Cursor, Limit, RuntimeDep
+from huddle.errors import ValidationFailed
 from huddle.schemas import MemberIn, MemberOut, MemberPatch, Page, TeamIn, TeamOut, TeamPatch
 
 router = APIRouter(prefix="/api/teams", tags=["teams"])
@@ -64,7 +65,15 @@ async def members(
 async def add_member(
     team_id: TeamId, body: MemberIn, actor: CurrentActor, runtime: RuntimeDep
 ) -> MemberOut:
-    return await runtime.teams.add_member(actor, team_id, body.user_id, body.role.value)
+    """Add a member by `email`; `userId` instead is for global administrators only."""
+    if body.user_id is not None and not actor.is_admin:
+        raise ValidationFailed(
+            "Add members by `email`; `userId` is accepted from administrators only.",
+            details=[{"loc": ["body", "userId"], "msg": "administrators only"}],
+        )
+    return await runtime.teams.add_member(
+        actor, team_id, body.role.value, email=body.email, user_id=body.user_id
+    )
 
 
 @router.patch("/{teamId}/members/{userId}", response_model=MemberOut)

@@ -66,8 +66,8 @@ export class Api {
     return this.#all(`/api/teams/${id(teamId)}/members`);
   }
 
-  addMember(teamId, userId) {
-    return this.request("POST", `/api/teams/${id(teamId)}/members`, { userId });
+  addMember(teamId, email) {
+    return this.request("POST", `/api/teams/${id(teamId)}/members`, { email });
   }
 
   tasks(teamId) {

@@ -257,10 +257,10 @@ function wireForms() {
   const memberForm = byId("member-form");
   memberForm.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const userId = Number(memberForm.elements.userId.value);
-    if (!Number.isInteger(userId) || userId < 1) return;
+    const email = memberForm.elements.email.value.trim();
+    if (!email) return;
     try {
-      const member = await api.addMember(store.teamId, userId);
+      const member = await api.addMember(store.teamId, email);
       memberForm.reset();
       store.members.set(member.userId, { user: member.user, role: member.role });
       views.renderMembers(store);
