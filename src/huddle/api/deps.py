@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from huddle.db.models import User
 from huddle.errors import TokenMissing
 from huddle.runtime import Runtime
-from huddle.security.client_ip import client_ip
+from huddle.security.client_ip import ClientAddress, client_address, client_ip
 from huddle.services.access import Actor
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login")
@@ -48,6 +48,13 @@ async def get_client_ip(request: Request, runtime: RuntimeDep) -> str:
 
 
 ClientIP = Annotated[str, Depends(get_client_ip)]
+
+
+async def get_client_address(request: Request, runtime: RuntimeDep) -> ClientAddress:
+    return client_address(request.scope, runtime.settings.trusted_networks)
+
+
+ClientAddr = Annotated[ClientAddress, Depends(get_client_address)]
 
 Cursor = Annotated[str | None, Query(max_length=64, description="nextCursor of the previous page")]
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
