@@ -110,6 +110,7 @@ SPECS: dict[str, list[MetricSpec]] = {
         MetricSpec(
             "deliveryErrors", "lost+dup+out-of-order", "lower", Goal("huddle_eq", 0), False, "sum"
         ),
+        PRESENCE,
     ],
     "rest": [
         MetricSpec("requestsPerSec", "GET /api/users/{id}/teams req/s", "higher", chart=False),
