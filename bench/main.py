@@ -186,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
         description="Benchmark Huddle against the Node.js Socket.IO peer (SPEC §8).",
         epilog="Sizes default to the full run (or --quick); the options above override them.",
     )
-    p.add_argument("--quick", action="store_true", help="small sizes and 1 round (~1-2 min)")
+    p.add_argument("--quick", action="store_true", help="small sizes and 1 round (a few minutes)")
     p.add_argument("--rounds", type=_positive(50), help="A/B rounds (full: 3)")
     p.add_argument(
         "--scenarios",
