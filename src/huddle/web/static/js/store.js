@@ -147,9 +147,10 @@ export class Store {
         }
         break;
       case "presence_changed":
+        // One frame per team and window: {teamId, online: [userId…], offline: [userId…]}.
         if (here) {
-          if (event.online) this.online.add(event.userId);
-          else this.online.delete(event.userId);
+          for (const userId of event.online ?? []) this.online.add(userId);
+          for (const userId of event.offline ?? []) this.online.delete(userId);
           changed.members = true;
         }
         break;
