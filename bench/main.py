@@ -108,7 +108,7 @@ FULL: Final = Sizes(
     rest_fanout_clients=2000,
     rest_fanout_count=50,
     editors=10,
-    quiet_ms=1000,
+    quiet_ms=2500,
 )
 QUICK: Final = Sizes(
     rounds=1,
@@ -128,7 +128,7 @@ QUICK: Final = Sizes(
     rest_fanout_clients=300,
     rest_fanout_count=20,
     editors=10,
-    quiet_ms=500,
+    quiet_ms=1000,
 )
 
 
@@ -266,7 +266,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quiet-ms",
         type=_positive(60_000),
-        help="after connecting, wait until no frame came for this long (full: 1000)",
+        help="after connecting, wait until no event frame came for this long; keep it above "
+        "Huddle's longest presence window, 2 s (full: 2500, quick: 1000)",
     )
     p.add_argument(
         "--users",

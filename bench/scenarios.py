@@ -64,8 +64,12 @@ class Scenario:
     compression: bool = False
     settle_ms: int = 500
     """Pause before each fan-out round; idle waits 2x before its baseline and 4x after READY."""
-    quiet_ms: int = 1000
-    """After connecting, wait until no event frame came for this long (presence settling)."""
+    quiet_ms: int = 2500
+    """After connecting, wait until no event frame came for this long (presence settling).
+
+    Longer than Huddle's longest presence window (2 s, for rooms of 4,000 or
+    more): a shorter wait could end before the last window's frames go out.
+    """
     cold: bool = False
     """handshake: no warm-up at all, as after a restart."""
     phases: tuple[tuple[int, int], ...] = ()
