@@ -24,9 +24,11 @@ to tests/browser/artifacts/web-client.png.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,21 @@ SCREENSHOT = ARTIFACTS / "web-client.png"
 NODE_TIMEOUT_S = 60.0
 DRIVER_DEADLINE_MS = 50_000
 MIN_NODE = 20
+TEAM_DEADLINE_MS = 55_000
+TEAM_TIMEOUT_S = 65.0
+# The team scenario stops the server and starts it again: the page retries on a
+# backoff of at most 8 s (±25 %), so it is back within about 10 s of the restart.
+RECOVER_WITHIN_MS = 20_000
+# What the team scenario leaves in ARTIFACTS, and what each shows.
+TEAM_SCREENSHOTS = (
+    "welcome.png",  # a user in no team yet: start one, or be added by this email
+    "empty-board.png",  # a new team: the board and the members panel say what to do next
+    "members.png",  # the members panel: names, emails, roles, presence, add by email
+    "board-due-dates.png",  # due dates, overdue, descriptions on cards
+    "board-filtered.png",  # the filter bar in use, a column with no match
+    "conflict.png",  # a 409: both versions field by field, who changed it, keep mine / take theirs
+    "offline.png",  # the server stopped: the banner, paused editing, presence greyed
+)
 
 # Tokens live 30 s and `token_expiring` comes 26 s before expiry: a silent
 # refresh on the socket about every 4 s while the test runs.
@@ -55,6 +72,9 @@ EXPIRY_WARNING_S = 26
 REFRESH_WITHIN_MS = 15_000
 # The expiry scenario: tokens of 5 s, so the socket's runs out while the page is open.
 SHORT_TTL_S = 5
+# A due day far ahead (never overdue whatever today is), and how the API stores it.
+FAR_DUE_DAY = "2031-05-17"
+FAR_DUE_STORED = "2031-05-17T00:00:00.000Z"
 
 
 class Secrets(dict[str, Any]):
@@ -107,16 +127,31 @@ async def factory_for(server: LiveServer) -> AsyncIterator[Factory]:
         yield Factory(client)
 
 
-async def drive(node: str, server: LiveServer, config: Secrets) -> dict[str, Any]:
+@pytest.fixture
+def team_server(tmp_path: Path, node: str) -> Iterator[LiveServer]:
+    """Default token lifetimes: this scenario is about people, not expiry."""
+    with LiveServer(tmp_path) as live:
+        yield live
+
+
+async def drive(
+    node: str,
+    server: LiveServer,
+    config: Secrets,
+    *,
+    timeout: float = NODE_TIMEOUT_S,
+    control: Callable[[str], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
     """Run drive.js and return its observations (it never prints a token)."""
     return await run_report(
         [node, str(DRIVER)],
         cwd=HERE,
         env_name="HUDDLE_BROWSER",
         config=config,
-        timeout=NODE_TIMEOUT_S,
+        timeout=timeout,
         label="drive.js",
         server_log=lambda: server.log_text(tail=3000),
+        control=control,
     )
 
 
@@ -156,10 +191,16 @@ async def test_board_works_and_shows_other_members_changes_live(
             "expiredToken": mint_token(a.id, ttl=-120),
             "spareRefreshToken": spare["refresh_token"],
         },
-        b={"id": b.id, "token": b.access_token},
+        b={"id": b.id, "name": "Grace Hopper", "token": b.access_token},
+        descriptionByA="Call the venue first.\nThen the caterer.",
+        dueByA=FAR_DUE_DAY,
     )
 
     result = await drive(node, server, config)
+
+    # Before anyone signs in there is no connection to report: no "offline".
+    assert result["loginPage"]["badgeVisible"] is False
+    assert "offline" not in result["loginPage"]["text"].lower()
 
     # Logged in, on the team's board, live; no token in the address bar.
     assert result["heading"] == "Launch crew"
@@ -173,20 +214,47 @@ async def test_board_works_and_shows_other_members_changes_live(
     assert created["priority"] == "high"
     assert created["assigneeId"] == b.id
     assert created["createdBy"] == a.id
+    assert created["description"] == config["descriptionByA"]
+    assert created["dueDate"] == FAR_DUE_STORED
     assert "high" in result["createdByA"]["meta"].lower()
     assert "Grace Hopper" in result["createdByA"]["meta"]
+    # The card shows the description and the due day, not overdue.
+    assert result["createdByA"]["description"] == config["descriptionByA"]
+    assert "May 17, 2031" in result["createdByA"]["due"]
+    assert result["createdByA"]["overdue"] is None
 
     # B's REST changes reached A's board live.
     assert result["liveCreateMs"] < 5000
     assert result["liveMoveSeen"] is True
 
-    # The conflicting edit showed B's version, then A's retry landed on it.
-    assert "changed this task" in result["conflict"]["message"]
-    assert result["conflict"]["titleShown"] == titles["renamedByB"]
-    assert result["conflict"]["priorityShown"] == "urgent"
-    assert result["afterConflict"]["title"] == titles["renamedByB"]
-    assert result["afterConflict"]["priority"] == "low"
-    assert result["afterConflict"]["version"] == 3
+    # The conflicting edit showed both versions, naming B; A took theirs, so
+    # the server keeps B's version and A's priority change was not sent.
+    assert "Grace Hopper just changed this task" in result["outsideNote"]
+    conflict = result["conflict"]
+    assert conflict["fieldsHidden"] is True
+    assert conflict["message"].startswith("Grace Hopper changed this task")
+    assert conflict["theirsHead"] == "Theirs (Grace Hopper)"
+    rows = {row["field"]: row for row in conflict["rows"]}
+    assert set(rows) == {"title", "priority"}
+    assert rows["title"] | {"note": ""} == {
+        "field": "title",
+        "kind": "theirs",
+        "mine": titles["byB"],
+        "theirs": titles["renamedByB"],
+        "note": "",
+    }
+    assert (rows["priority"]["kind"], rows["priority"]["mine"], rows["priority"]["theirs"]) == (
+        "mine",
+        "low",
+        "urgent",
+    )
+    after = result["afterConflict"]
+    assert (after["title"], after["priority"], after["version"]) == (
+        titles["renamedByB"],
+        "urgent",
+        2,
+    )
+    assert result["afterConflictCard"] == "urgent"
 
     # Presence, and silent refreshes on the socket with the rotated pair stored.
     assert result["onlineAvatars"] >= 1
@@ -208,10 +276,15 @@ async def test_board_works_and_shows_other_members_changes_live(
         "badge": "connected",
     }
 
-    # No bundle: a clear message instead of silence.
+    # A removed B through the members panel, after confirming: B no longer sees the team.
+    assert result["removeConfirm"] == "Remove Grace Hopper from Launch crew?"
+    assert result["removedB"] == {"status": 404}
+
+    # No bundle: a clear message instead of silence (and no connection badge
+    # on the login page).
     assert "socket.io-client" in result["noBundle"]["banner"]
     assert "make install" in result["noBundle"]["banner"]
-    assert result["noBundle"]["badge"] == "offline"
+    assert result["noBundle"]["badgeVisible"] is False
     assert result["noBundle"]["loginVisible"] is True
 
     # Nothing went wrong in the page. Chromium logs every failed request; the
@@ -223,6 +296,68 @@ async def test_board_works_and_shows_other_members_changes_live(
     ]
     assert errors == [], errors
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+async def test_a_team_from_first_visit_to_deletion_with_two_people(
+    node: str, team_server: LiveServer
+) -> None:
+    """Two browser contexts: Ada (registered, no team yet) and Grace, who registers
+    in the page. Everything a new team meets, the server's restart included."""
+    server = team_server
+    async with factory_for(server) as factory:
+        ada = await factory.user(name="Ada Lovelace")
+        grace_email = factory.email()
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name in TEAM_SCREENSHOTS:
+        (ARTIFACTS / name).unlink(missing_ok=True)
+    tasks = {
+        "overdue": {
+            "title": "Fix the airlock",
+            "description": "The seal leaks.",
+            "priority": "high",
+        },
+        "upcoming": {"title": "Plan the garden"},
+        "doneLate": {"title": "File the old report"},
+        "started": {"title": "Calibrate the antenna"},
+    }
+    config = Secrets(
+        scenario="team",
+        url=server.url,
+        chromium=str(CHROMIUM),
+        artifacts=str(ARTIFACTS),
+        deadlineMs=TEAM_DEADLINE_MS,
+        recoverWithinMs=RECOVER_WITHIN_MS,
+        teamName="Moon base",
+        renamedTeam="Moon base crew",
+        unknownEmail=f"nobody-{secrets.token_hex(4)}@example.com",
+        tasks=tasks,
+        conflict={
+            "graceTitle": "Plan the vegetable garden",
+            "graceDescription": "Tomatoes first.",
+            "adaTitle": "Plan the herb garden",
+        },
+        offlineDescription="Patched while the server was down.",
+        ada={
+            "id": ada.id,
+            "name": "Ada Lovelace",
+            "email": ada.email,
+            "password": PASSWORD,
+            "token": mint_token(ada.id, ttl=600),
+        },
+        grace={"email": grace_email, "name": "Grace Hopper", "password": PASSWORD},
+    )
+    stops: list[int | None] = []
+
+    async def control(name: str) -> None:
+        if name == "stop":
+            stops.append(await asyncio.to_thread(server.stop))
+        elif name == "start":
+            await asyncio.to_thread(server.start)
+        else:
+            raise AssertionError(f"unknown control request {name!r}")
+
+    result = await drive(node, server, config, timeout=TEAM_TIMEOUT_S, control=control)
+    import json; print(json.dumps(result, indent=1))
 
 
 async def test_an_expired_token_is_refreshed_on_the_same_socket_without_a_login(
