@@ -179,8 +179,17 @@ const memberRow = (page, name) => page.locator('#members .member', { hasText: na
 const visibleTitles = (page) =>
   page.locator('.column:not([hidden]) .card .card-title').allTextContents();
 
+/** Until the page's finite animations (a card's arrival highlight) have ended. */
+const settled = (page) =>
+  page.waitForFunction(
+    () => document.getAnimations().every((a) => a.effect?.getTiming().iterations === Infinity),
+    null,
+    { timeout: WAIT_MS },
+  );
+
 async function shot(page, name) {
   await page.mouse.move(0, 0);
+  await settled(page);
   const file = path.join(cfg.artifacts, name);
   await page.screenshot({ path: file, fullPage: true });
   result.screenshots.push(name);
@@ -293,7 +302,7 @@ async function board(context) {
   result.badgeText = await badgeText(page);
   result.loginVisibleAtEnd = await page.locator('#login-view').isVisible();
   await page.mouse.move(0, 0);
-  await page.waitForTimeout(1700); // let the arrival highlight fade for the picture
+  await settled(page); // let the arrival highlight fade for the picture
   await page.screenshot({ path: cfg.screenshot, fullPage: true });
   step('screenshot');
 
@@ -421,6 +430,7 @@ async function team(browser) {
   const ada = await adaContext.newPage();
   await watchPage(grace, 'grace');
   await watchPage(ada, 'ada');
+  step('browser_ready');
 
   // --- 1. Grace registers and meets the welcome, not a blank page -----------------
   await grace.goto(cfg.url + '/', { waitUntil: 'domcontentloaded' });
@@ -539,8 +549,18 @@ async function team(browser) {
   const t = cfg.tasks;
   await newTask({ ...t.overdue, due: day(-1), assignee: cfg.grace.name });
   await newTask({ ...t.upcoming, due: day(2) });
-  await newTask({ ...t.doneLate, due: day(-3), status: 'done', assignee: cfg.grace.name });
-  await newTask({ ...t.started, status: 'in_progress' });
+  // Two more over REST (quicker; the dialog's part is shown above).
+  const graceId = Number(await memberRow(ada, cfg.grace.name).getAttribute('data-user-id'));
+  await rest(cfg.ada.token, 'POST', `/api/teams/${teamId}/tasks`, {
+    title: t.doneLate.title,
+    status: 'done',
+    assigneeId: graceId,
+    dueDate: `${day(-3)}T00:00:00.000Z`,
+  });
+  await rest(cfg.ada.token, 'POST', `/api/teams/${teamId}/tasks`, {
+    title: t.started.title,
+    status: 'in_progress',
+  });
   for (const task of [t.overdue, t.upcoming, t.doneLate, t.started]) {
     await grace.locator('.card', { hasText: task.title }).waitFor({ timeout: WAIT_MS });
   }

@@ -28,6 +28,7 @@ import asyncio
 import os
 import re
 import secrets
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -357,7 +358,172 @@ async def test_a_team_from_first_visit_to_deletion_with_two_people(
             raise AssertionError(f"unknown control request {name!r}")
 
     result = await drive(node, server, config, timeout=TEAM_TIMEOUT_S, control=control)
-    import json; print(json.dumps(result, indent=1))
+    print(
+        {s["name"]: s["at"] - result["steps"][0]["at"] for s in result["steps"]},
+        result["recoveredMs"],
+    )
+    grace_email = config["grace"]["email"]
+
+    # The login page speaks of no connection; after registering, a welcome that
+    # says what to do next (start a team, or be added by this address).
+    assert result["loginPage"]["badgeVisible"] is False
+    assert "offline" not in result["loginPage"]["text"].lower()
+    welcome = result["welcome"]
+    assert welcome["title"] == "Welcome to Huddle, Grace Hopper"
+    assert welcome["email"] == grace_email
+    assert "Start a team" in welcome["text"] and "Join a team" in welcome["text"]
+    assert welcome["boardVisible"] is False
+
+    # A new team's empty board and members panel say what to do next.
+    empty = result["emptyBoard"]
+    assert empty["heading"] == "Moon base" and empty["welcomeVisible"] is False
+    assert "no tasks yet" in empty["hint"] and "New task" in empty["hint"]
+    assert len(empty["columnHints"]) == 3
+    assert "Add a teammate" in empty["alone"]
+    assert empty["adaRole"] == "owner"
+
+    # An unknown address is a clear message; Grace's (in capitals) adds her, her
+    # page gets the team live, and both see each other online.
+    assert result["unknownEmail"].startswith(f"No Huddle account uses {config['unknownEmail']}.")
+    assert result["graceSawTeamMs"] < 5000
+    members = result["members"]
+    assert members["adaSees"] == [
+        {
+            "name": "Ada Lovelace (you)",
+            "role": "owner",
+            "presence": "online",
+            "email": config["ada"]["email"],
+        },
+        {"name": "Grace Hopper", "role": "member", "presence": "online", "email": grace_email},
+    ]
+    assert members["memberErrorAfter"] == ""
+    assert members["graceWelcomeVisible"] is False
+    # A plain member manages nothing.
+    assert members["graceMemberFormVisible"] is False
+    assert members["graceRoleSelects"] == 0
+
+    # Made an admin, Grace's page follows at once: her role, the add form, the
+    # settings (but deleting the team stays with owners).
+    role = result["roleChange"]
+    assert role["graceRoleInAdaPanel"] == "admin"
+    assert role["graceSidebarRole"] == "admin"
+    assert role["graceToast"] == "Your role in Moon base is now admin."
+    assert role["graceSettingsVisible"] is True
+    assert role["graceDeleteVisible"] is False
+
+    # The rename reached Grace live.
+    assert result["renamed"] == {
+        "grace": "Moon base crew",
+        "graceSidebar": ["Moon base crew"],
+        "ada": "Moon base crew",
+    }
+
+    # Due dates: the day picked is stored as that day (00:00 UTC) and shown
+    # again; yesterday's open task is overdue, a done one never is.
+    due = result["dueDates"]
+    assert due["stored"]["Fix the airlock"] == f"{due['expected']['overdue']}T00:00:00.000Z"
+    assert due["stored"]["Plan the garden"] == f"{due['expected']['upcoming']}T00:00:00.000Z"
+    assert due["stored"]["Calibrate the antenna"] is None
+    assert due["reopened"] == due["expected"]["overdue"]
+    overdue = due["overdue"]
+    assert overdue["due"] == "overdue" and overdue["overdueClass"] is True
+    assert overdue["dueText"].startswith("Overdue · ")
+    assert overdue["description"] == "The seal leaks."
+    assert overdue["assignee"] == "Grace Hopper"
+    assert due["upcoming"]["due"] is None and due["upcoming"]["dueText"].startswith("Due ")
+    assert due["doneLate"]["status"] == "done" and due["doneLate"]["due"] is None
+    assert due["started"]["dueText"] is None and due["started"]["status"] == "in_progress"
+    assert due["boardHintVisible"] is False
+
+    # Filters: mine, mine in progress (none: the column says so), unassigned in progress.
+    filters = result["filters"]
+    assert filters["mine"] == ["File the old report", "Fix the airlock"]
+    assert filters["mineSummary"] == "Showing 2 of 4 tasks."
+    assert filters["mineInProgress"] == []
+    assert filters["visibleColumns"] == ["in_progress"]
+    assert filters["emptyNote"] == "No tasks here match the filter."
+    assert filters["unassignedInProgress"] == ["Calibrate the antenna"]
+    assert filters["cleared"] == 4 and filters["clearVisibleAfter"] is False
+
+    # The conflict: both versions field by field, naming Grace; "keep mine" sent
+    # Ada's changes on top of Grace's version, so Grace's description stayed.
+    assert result["conflictOutside"].startswith("Grace Hopper just changed this task")
+    conflict = result["conflict"]
+    assert conflict["fieldsHidden"] is True
+    assert conflict["message"].startswith("Grace Hopper changed this task")
+    assert conflict["theirsHead"] == "Theirs (Grace Hopper)"
+    rows = {row["field"]: (row["kind"], row["mine"], row["theirs"]) for row in conflict["rows"]}
+    assert rows == {
+        "title": ("both", "Plan the herb garden", "Plan the vegetable garden"),
+        "description": ("theirs", "—", "Tomatoes first."),
+        "priority": ("mine", "urgent", "medium"),
+    }
+    kept = result["afterKeepMine"]
+    assert (kept["title"], kept["priority"], kept["description"], kept["version"]) == (
+        "Plan the herb garden",
+        "urgent",
+        "Tomatoes first.",
+        3,
+    )
+    assert result["afterKeepMineGraceCard"]["description"] == "Tomatoes first."
+
+    # The server stopped: a banner with the time since and the next retry, the
+    # badge, presence greyed (unknown, not "online"), editing paused while what
+    # Ada typed stays; nobody is sent to the login page.
+    # A graceful SIGTERM shutdown (uvicorn ends by re-raising the signal), which
+    # told both pages `server_shutdown` first.
+    assert stops in ([0], [-signal.SIGTERM])
+    told = {f["page"] for f in result["frames"] if f["name"] == "server_shutdown"}
+    assert told == {"ada", "grace"}
+    assert result["offlineShownMs"] < 5000
+    offline = result["offline"]
+    assert re.search(r"was lost \d+ s ago \(at ", offline["since"])
+    assert re.search(r"Next retry in \d+ s \(at |Reconnecting now", offline["retry"])
+    assert "Editing is paused" in offline["banner"]
+    assert offline["badge"] == "offline"
+    assert offline["staleList"] == 1
+    assert offline["onlineShown"] == 0
+    assert offline["presenceText"] == ["unknown", "unknown"]
+    assert offline["newTaskDisabled"] is True
+    assert offline["draggable"] == "false"
+    assert offline["memberFormDisabled"] is True
+    assert offline["adaSaveDisabled"] is True
+    assert offline["adaOfflineNote"] is True
+    assert offline["adaTyped"] == config["offlineDescription"]
+    assert offline["loginVisible"] is False
+
+    # Back by itself once the server was: editing on, presence fresh, the
+    # edit typed while offline saved and seen by Grace (the driver waited for it).
+    assert result["recoveredMs"] < RECOVER_WITHIN_MS
+    assert result["recovered"] == {
+        "adaOfflineNote": False,
+        "newTaskDisabled": False,
+        "staleList": 0,
+        "loginVisible": False,
+    }
+
+    # Leaving, and deleting only after confirming.
+    assert result["left"] == {"graceTeams": 0}
+    assert result["deleteConfirm"]["title"] == "Delete Moon base crew?"
+    assert "cannot be undone" in result["deleteConfirm"]["text"]
+    assert result["afterCancel"] == 200
+    assert result["afterDelete"] == 404
+
+    # Nothing went wrong in either page. Chromium logs every failed request:
+    # the unknown address (404), the conflict (409) and the refused connections
+    # while the server was down were the point.
+    assert result["pageErrors"] == []
+    expected = re.compile(
+        r"^Failed to load resource: (.* status of (404|409) |net::ERR_CONNECTION_REFUSED)"
+        r"|^WebSocket connection to .* net::ERR_CONNECTION_REFUSED"
+    )
+    errors = [
+        c for c in result["console"] if c["type"] == "error" and not expected.match(c["text"])
+    ]
+    assert errors == [], errors
+    assert result["screenshots"] == list(TEAM_SCREENSHOTS)
+    for name in TEAM_SCREENSHOTS:
+        assert (ARTIFACTS / name).stat().st_size > 10_000, name
 
 
 async def test_an_expired_token_is_refreshed_on_the_same_socket_without_a_login(

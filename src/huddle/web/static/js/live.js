@@ -16,7 +16,7 @@
 //   shows when the connection was lost and when the next attempt starts, and
 //   the Manager keeps its schedule to itself (its backoff is internal and it
 //   tells only of an attempt as it begins). The schedule is the Manager's kind:
-//   1 s doubling to at most 8 s, ±25 % jitter so that clients do not all come
+//   1 s doubling to at most 5 s, ±25 % jitter so that clients do not all come
 //   back at once; `server_shutdown {retryAfter}` and RETRY errors set the
 //   delay themselves, and "Retry now" (or the browser going online) skips it.
 
@@ -37,7 +37,7 @@ const RENEW_RETRY_MS = 2_000;
 const RENEW_ATTEMPTS = 5;
 const RECONNECT_AFTER_MS = 5_000;
 const RETRY_FIRST_MS = 1_000;
-const RETRY_MAX_MS = 8_000;
+const RETRY_MAX_MS = 5_000;
 
 export class Live {
   #io;
@@ -56,11 +56,14 @@ export class Live {
   #retryAt = null; // when the next attempt starts; null while one runs or none is planned
   #attempts = 0; // failed attempts since the connection was last up
   #everUp = false;
+  #onOnline = () => {
+    if (this.offline) this.retryNow();
+  };
 
   /**
    * `handlers`: {state(name), connection(info), authenticated(data),
    * dataRefreshed(data), event(type, payload), resync(), notice(message)}.
-   * `connection` gets {state, lostAt, retryAt, connecting} whenever one changes.
+   * `connection` gets {state, lostAt, retryAt, connecting, everUp} whenever one changes.
    */
   constructor(io, session, handlers) {
     this.#io = io;
@@ -72,10 +75,11 @@ export class Live {
     return this.#authenticated;
   }
 
-  /** {state, lostAt, retryAt, connecting}: what the offline banner shows. */
+  /** {state, lostAt, retryAt, connecting, everUp}: what the offline banner shows. */
   get connection() {
     return {
       state: this.#state,
+      everUp: this.#everUp,
       lostAt: this.#lostAt,
       retryAt: this.#retryAt,
       connecting: this.#lostAt !== null && this.#retryAt === null && !this.#stopped,
@@ -161,9 +165,7 @@ export class Live {
       this.#retryIn(null);
     });
     // The browser says the network is back: no need to wait for the plan.
-    window.addEventListener("online", () => {
-      if (this.offline) this.retryNow();
-    });
+    window.addEventListener("online", this.#onOnline);
     socket.on("disconnect", (reason) => {
       this.#lost();
       // Our own disconnect (shutdown notice, stop) planned what comes next; an
@@ -174,6 +176,7 @@ export class Live {
 
   stop() {
     this.#stopped = true;
+    window.removeEventListener("online", this.#onOnline);
     this.#cancelRetry();
     this.#socket?.disconnect();
     this.#lostAt = null;

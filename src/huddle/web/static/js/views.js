@@ -41,10 +41,17 @@ export function renderOffline(info, now = Date.now()) {
     return;
   }
   document.body.classList.add("is-offline");
-  show(banner);
-  byId("offline-since").textContent =
-    `The connection to the server was lost ${duration(now - info.lostAt)} ago ` +
-    `(at ${clock(info.lostAt)}).`;
+  if (banner.hidden) {
+    // The title is the live region (announced once); the ticking text is not.
+    byId("offline-title").textContent = "";
+    show(banner);
+    byId("offline-title").textContent = "You are offline.";
+  }
+  byId("offline-since").textContent = info.everUp
+    ? `The connection to the server was lost ${duration(now - info.lostAt)} ago ` +
+      `(at ${clock(info.lostAt)}).`
+    : `The server could not be reached for ${duration(now - info.lostAt)} ` +
+      `(since ${clock(info.lostAt)}).`;
   let retry;
   if (info.connecting) retry = "Reconnecting now…";
   else if (info.retryAt !== null) {
@@ -142,7 +149,7 @@ export function renderHeader(store) {
     byId("welcome-email").textContent = store.user.email;
   }
   show(byId("board-header"), Boolean(team));
-  show(byId("filter-bar"), Boolean(team));
+  if (!team) show(byId("filter-bar"), false); // shown by renderBoard once there are tasks
   show(byId("team-panel"), Boolean(team));
   if (!team) return;
   byId("team-name").textContent = team.name;
@@ -286,6 +293,7 @@ export function renderBoard(store, actions, { editable = true } = {}) {
   if (!store.team) {
     show(board, false);
     show(hint, false);
+    show(byId("filter-bar"), false);
     empty.textContent = "Pick a team to see its board.";
     show(empty, store.teams.size > 0);
     return;
@@ -301,6 +309,8 @@ export function renderBoard(store, actions, { editable = true } = {}) {
       (store.canManage ? ", and add teammates by email in the Members panel." : ".");
   }
   show(hint, store.boardLoaded && total === 0);
+  // Nothing to filter on an empty board: the hint speaks instead.
+  show(byId("filter-bar"), store.boardLoaded && (total > 0 || store.filtering));
   byId("filter-summary").textContent = store.filtering
     ? `Showing ${visible} of ${total} task${total === 1 ? "" : "s"}.`
     : `${total} task${total === 1 ? "" : "s"}`;
@@ -337,7 +347,7 @@ function card(task, store, actions, editable, now) {
       class: classes.join(" "),
       draggable: editable ? "true" : "false",
       tabindex: "0",
-      dataset: { taskId: task.id, status: task.status, due: due || null },
+      dataset: due ? { taskId: task.id, status: task.status, due } : { taskId: task.id, status: task.status },
       "aria-label": label.join(", "),
       onclick: () => actions.open(task),
       onkeydown: (event) => {
@@ -390,6 +400,7 @@ function wireDrop(column, status, store, actions) {
 /** Ask before something that cannot be undone; resolves to true when confirmed. */
 export function confirmAction({ title, text, confirm }) {
   const dialog = byId("confirm-dialog");
+  if (dialog.open) return Promise.resolve(false); // one question at a time
   byId("confirm-title").textContent = title;
   byId("confirm-text").textContent = text;
   byId("confirm-ok").textContent = confirm;
