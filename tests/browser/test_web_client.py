@@ -1,25 +1,38 @@
 """The web client (SPEC §7) in a real browser against a real `huddle serve`.
 
-User A works in the page (Debian's chromium, driven by playwright-core from
-`drive.js`); user B acts through the REST API. What a user would notice:
+Pages are Debian's chromium, driven by playwright-core from `drive.js`. What a
+user would notice:
 
+The board (user A in the page, user B through the REST API):
+- Before anyone signs in there is no connection badge (no "offline").
 - A logs in, lands on the team's board, and the connection badge reads
   "connected"; the tokens stay out of the URL.
-- A task created in A's dialog exists on the server with what A chose; tasks
-  B creates or moves over REST appear in the right column of A's board live.
-- A's edit of a task B changed meanwhile answers 409 VERSION_CONFLICT, and the
-  dialog shows B's version instead of silently overwriting it.
+- A task created in A's dialog (description, due day) exists on the server
+  with what A chose and shows them on its card; tasks B creates or moves over
+  REST appear in the right column of A's board live.
+- A's edit of a task B changed meanwhile answers 409 VERSION_CONFLICT: the
+  dialog shows both versions field by field, naming B, and "take theirs"
+  leaves B's version untouched.
 - The access token expires soon after each login here (short JWT_ACCESS_TTL),
   so the page refreshes silently on the socket ("refreshing token", then
   "connected" again) and stores the rotated pair; and a page reopened with an
   expired access token renews it over REST and carries on.
 - A title full of markup is shown as text; nothing in it runs.
+- A removes B from the members panel, after confirming.
 - Without the socket.io-client bundle, the page says so.
+
+A team (two people, two browser contexts; the test stops and restarts the
+server when the driver asks): the welcome after registering, an empty board
+that says what to do next, adding by email (an unknown address, then the
+teammate), roles and rename followed live, due days and overdue, filters, a
+conflict resolved with "keep mine", the offline banner while the server is
+down and the recovery when it is back, leaving, and deleting with confirmation.
 
 Prerequisites, installed by `make browser-deps` (`make test` runs it):
 /usr/bin/chromium (apt) and playwright-core (`npm ci` here). Without them the
-test skips, or fails when HUDDLE_REQUIRE_SERVICES=1. The screenshot is written
-to tests/browser/artifacts/web-client.png.
+test skips, or fails when HUDDLE_REQUIRE_SERVICES=1. Screenshots of the main
+states are written to tests/browser/artifacts/ (web-client.png and
+TEAM_SCREENSHOTS below).
 """
 
 from __future__ import annotations
@@ -358,10 +371,6 @@ async def test_a_team_from_first_visit_to_deletion_with_two_people(
             raise AssertionError(f"unknown control request {name!r}")
 
     result = await drive(node, server, config, timeout=TEAM_TIMEOUT_S, control=control)
-    print(
-        {s["name"]: s["at"] - result["steps"][0]["at"] for s in result["steps"]},
-        result["recoveredMs"],
-    )
     grace_email = config["grace"]["email"]
 
     # The login page speaks of no connection; after registering, a welcome that
