@@ -433,46 +433,52 @@ async function team(browser) {
   step('browser_ready');
 
   // --- 1. Grace registers and meets the welcome, not a blank page -----------------
-  await grace.goto(cfg.url + '/', { waitUntil: 'domcontentloaded' });
-  result.loginPage = {
-    badgeVisible: await grace.locator('#connection').isVisible(),
-    text: await grace.locator('body').innerText(),
-  };
-  await register(grace, cfg.grace);
-  await grace.locator('#welcome').waitFor({ state: 'visible', timeout: WAIT_MS });
-  await grace.locator('#connection[data-state="connected"]').waitFor({ timeout: WAIT_MS });
-  result.welcome = {
-    title: await grace.locator('#welcome-title').textContent(),
-    email: await grace.locator('#welcome-email').textContent(),
-    text: await grace.locator('#welcome').innerText(),
-    boardVisible: await grace.locator('#board').isVisible(),
-  };
-  await shot(grace, 'welcome.png');
-  step('grace_registered');
-
   // --- 2. Ada starts a team from the welcome: an empty board that says what next ---
-  await login(ada, cfg.ada.email, cfg.ada.password);
-  await ada.locator('#welcome').waitFor({ state: 'visible', timeout: WAIT_MS });
-  await ada.locator('#welcome-team-form').getByLabel('Team name').fill(cfg.teamName);
-  await ada.locator('#welcome-team-form button[type="submit"]').click();
-  await ada.locator('#board').waitFor({ state: 'visible', timeout: WAIT_MS });
-  await ada.locator('#connection[data-state="connected"]').waitFor({ timeout: WAIT_MS });
-  await memberRow(ada, cfg.ada.name).waitFor({ timeout: WAIT_MS });
+  // (independent: the two people do this at the same time)
+  const graceArrives = async () => {
+    await grace.goto(cfg.url + '/', { waitUntil: 'domcontentloaded' });
+    result.loginPage = {
+      badgeVisible: await grace.locator('#connection').isVisible(),
+      text: await grace.locator('body').innerText(),
+    };
+    await register(grace, cfg.grace);
+    await grace.locator('#welcome').waitFor({ state: 'visible', timeout: WAIT_MS });
+    await grace.locator('#connection[data-state="connected"]').waitFor({ timeout: WAIT_MS });
+    result.welcome = {
+      title: await grace.locator('#welcome-title').textContent(),
+      email: await grace.locator('#welcome-email').textContent(),
+      text: await grace.locator('#welcome').innerText(),
+      boardVisible: await grace.locator('#board').isVisible(),
+    };
+    await shot(grace, 'welcome.png');
+    step('grace_registered');
+  };
+  const adaStartsATeam = async () => {
+    await login(ada, cfg.ada.email, cfg.ada.password);
+    await ada.locator('#welcome').waitFor({ state: 'visible', timeout: WAIT_MS });
+    await ada.locator('#welcome-team-form').getByLabel('Team name').fill(cfg.teamName);
+    await ada.locator('#welcome-team-form button[type="submit"]').click();
+    await ada.locator('#board').waitFor({ state: 'visible', timeout: WAIT_MS });
+    await ada.locator('#connection[data-state="connected"]').waitFor({ timeout: WAIT_MS });
+    await memberRow(ada, cfg.ada.name).waitFor({ timeout: WAIT_MS });
+    result.emptyBoard = {
+      heading: await ada.locator('#team-name').textContent(),
+      welcomeVisible: await ada.locator('#welcome').isVisible(),
+      hint: (await ada.locator('#board-hint').isVisible()) ? await ada.locator('#board-hint').textContent() : null,
+      filterBarVisible: await ada.locator('#filter-bar').isVisible(),
+      columnHints: await ada.locator('.column-empty:visible').allTextContents(),
+      alone: (await ada.locator('#members-alone').isVisible())
+        ? await ada.locator('#members-alone').textContent()
+        : null,
+      adaRole: await memberRow(ada, cfg.ada.name).getAttribute('data-role'),
+    };
+    await shot(ada, 'empty-board.png');
+    step('team_created');
+  };
+  await Promise.all([graceArrives(), adaStartsATeam()]);
   const teamId = Number(
     await ada.locator('#team-list .team[aria-current="page"]').getAttribute('data-team-id'),
   );
-  result.emptyBoard = {
-    heading: await ada.locator('#team-name').textContent(),
-    welcomeVisible: await ada.locator('#welcome').isVisible(),
-    hint: (await ada.locator('#board-hint').isVisible()) ? await ada.locator('#board-hint').textContent() : null,
-    columnHints: await ada.locator('.column-empty:visible').allTextContents(),
-    alone: (await ada.locator('#members-alone').isVisible())
-      ? await ada.locator('#members-alone').textContent()
-      : null,
-    adaRole: await memberRow(ada, cfg.ada.name).getAttribute('data-role'),
-  };
-  await shot(ada, 'empty-board.png');
-  step('team_created');
 
   // --- 3. Adding by email: an unknown address, then Grace's ----------------------
   const memberForm = ada.locator('#member-form');
@@ -645,16 +651,10 @@ async function team(browser) {
   }
   result.offlineShownMs = Date.now() - stoppedAt;
   const firstBanner = await grace.locator('#offline-banner').innerText();
-  // The banner counts: the time since the loss moves on by itself.
-  await grace.waitForFunction(
-    (before) => document.getElementById('offline-since').textContent !== before,
-    await grace.locator('#offline-since').textContent(),
-    { timeout: WAIT_MS },
-  );
+  const firstSince = await grace.locator('#offline-since').textContent();
   await grace.locator('#offline-retry', { hasText: /Next retry in|Reconnecting/ }).waitFor({ timeout: WAIT_MS });
   result.offline = {
     banner: firstBanner,
-    since: await grace.locator('#offline-since').textContent(),
     retry: await grace.locator('#offline-retry').textContent(),
     badge: await badgeText(grace),
     staleList: await grace.locator('#members.stale').count(),
@@ -668,6 +668,13 @@ async function team(browser) {
     adaTyped: await adaDialog.getByLabel('Description').inputValue(),
     loginVisible: (await grace.locator('#login-view').isVisible()) || (await ada.locator('#login-view').isVisible()),
   };
+  // The banner counts: the time since the loss moves on by itself.
+  await grace.waitForFunction(
+    (before) => document.getElementById('offline-since').textContent !== before,
+    firstSince,
+    { timeout: WAIT_MS },
+  );
+  result.offline.since = [firstSince, await grace.locator('#offline-since').textContent()];
   await shot(grace, 'offline.png');
   step('offline');
 
