@@ -206,12 +206,11 @@ class AuthService:
         claims = self._tokens.verify_access(access_token)
         return await self.user_for_claims(claims)
 
-    def authenticate_cached(self, access_token: str) -> User | None:
-        """`authenticate` without I/O: None when the user's row is not cached.
+    def cached_user_for_claims(self, claims: Claims) -> User | None:
+        """`user_for_claims` without I/O: None when the user's row is not cached.
 
-        Raises as `authenticate` does for the token and for a cached row.
+        Raises as `user_for_claims` does for a cached row.
         """
-        claims = self._tokens.verify_access(access_token)
         user = self._cached_user(claims.user_id)
         return None if user is None else _admissible(user, claims)
 

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from huddle.api.deps import CurrentActor, RuntimeDep
-from huddle.services.events import MAX_PAGE, EventService, event_item
+from huddle.events.items import MAX_PAGE, event_item
+from huddle.services.events import EventService
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
