@@ -84,32 +84,63 @@ def installed_version(library: Tested) -> str:
         return "unknown"
 
 
-@dataclass(frozen=True, slots=True)
 class Accel:
-    """Which accel modules this process runs with (each True only when installed)."""
+    """Which accel modules this process runs with, each decided when first asked.
 
-    pyjwt: bool = False
-    sqlalchemy: bool = False
-    uvicorn: bool = False
-    engineio: bool = False
-    socketio: bool = False
+    A module is decided (imported, its gate checked, one warning if it
+    declines) the first time someone asks for it, so a process loads only the
+    modules it uses: `huddle gateway` never asks for `sqlalchemy`, and never
+    imports SQLAlchemy.
+    """
+
+    def __init__(self, mode: Mode = "auto", decided: dict[str, bool] | None = None) -> None:
+        self.mode = mode
+        self._decided: dict[str, bool] = dict(decided or {})
+
+    @property
+    def pyjwt(self) -> bool:
+        return self._decide("pyjwt")
+
+    @property
+    def sqlalchemy(self) -> bool:
+        return self._decide("sqlalchemy")
+
+    @property
+    def uvicorn(self) -> bool:
+        return self._decide("uvicorn")
+
+    @property
+    def engineio(self) -> bool:
+        return self._decide("engineio")
+
+    @property
+    def socketio(self) -> bool:
+        return self._decide("socketio")
 
     @property
     def any(self) -> bool:
-        return any(getattr(self, name) for name in MODULES)
+        return any(self._decide(name) for name in MODULES)
 
+    def decided(self) -> dict[str, bool]:
+        """Every module, decided now."""
+        return {name: self._decide(name) for name in MODULES}
 
-STOCK = Accel()
-"""Every module declined: the libraries' own public paths."""
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Accel) and self.decided() == other.decided()
 
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.decided().items())))
 
-@functools.cache
-def load(mode: Mode = "auto") -> Accel:
-    """Decide, once per process and mode, which accel modules run (see the module docstring)."""
-    if mode == "off":
-        return STOCK
-    chosen: dict[str, bool] = {}
-    for name in MODULES:
+    def __repr__(self) -> str:
+        return f"Accel({self.decided()})"
+
+    def _decide(self, name: str) -> bool:
+        chosen = self._decided.get(name)
+        if chosen is not None:
+            return chosen
+        if self.mode == "off":
+            self._decided[name] = False
+            return False
         try:
             # Importing an accel module only defines its classes (nothing is patched),
             # but with other library versions even that can fail: that is a decline too.
@@ -117,10 +148,20 @@ def load(mode: Mode = "auto") -> Accel:
             reason = gate.mismatch()
         except Exception as exc:
             gate, reason = Gate(()), f"cannot be imported ({type(exc).__name__}: {exc})"
-        missing = [need for need in gate.needs if not chosen.get(need)]
+        missing = [need for need in gate.needs if not self._decide(need)]
         if reason is None and missing:
             reason = f"needs accel module {', '.join(missing)}"
         if reason is not None:
             log.warning("accel_declined", module=name, reason=reason, path="stock")
-        chosen[name] = reason is None
-    return Accel(**chosen)
+        self._decided[name] = reason is None
+        return reason is None
+
+
+STOCK = Accel("off")
+"""Every module declined: the libraries' own public paths."""
+
+
+@functools.cache
+def load(mode: Mode = "auto") -> Accel:
+    """This process's `Accel` for `mode` (one per process: each module decided once)."""
+    return STOCK if mode == "off" else Accel(mode)
