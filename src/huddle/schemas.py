@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Generic, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
     StringConstraints,
     field_serializer,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -48,12 +50,44 @@ class Priority(StrEnum):
     urgent = "urgent"
 
 
+def storable_text(value: object) -> object:
+    """Refuse a string with a NUL character: PostgreSQL's text types cannot hold one.
+
+    JSON can spell it (`\\u0000`), and the driver's refusal surfaced as a 500;
+    it is a validation error on every database. (Lone surrogates, `\\ud800`,
+    never get this far: pydantic refuses them as invalid strings.)
+    """
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def utc_datetime(value: datetime | None) -> datetime | None:
+    """A due date in UTC (naive means UTC); one that leaves years 1-9999 in UTC is refused."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+DueDate = Annotated[datetime, AfterValidator(utc_datetime)]
+
+
 class Wire(BaseModel):
-    """camelCase on the wire, unknown fields refused."""
+    """camelCase on the wire, unknown fields refused, strings storable."""
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", from_attributes=True
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        return storable_text(value)
 
 
 class Out(Wire):
@@ -90,6 +124,11 @@ class RefreshIn(BaseModel):
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
         validation_alias="refresh_token"
     )
+
+    @field_validator("refresh_token", mode="before")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        return storable_text(value)
 
 
 class TokenPair(BaseModel):
@@ -176,7 +215,7 @@ class TaskIn(Wire):
     status: Status = Status.todo
     priority: Priority = Priority.medium
     assignee_id: Id | None = None
-    due_date: datetime | None = None
+    due_date: DueDate | None = None
 
 
 class TaskPatch(Wire):
@@ -185,7 +224,7 @@ class TaskPatch(Wire):
     status: Status | None = None
     priority: Priority | None = None
     assignee_id: Id | None = None
-    due_date: datetime | None = None
+    due_date: DueDate | None = None
     version: Annotated[int, Field(ge=1)] | None = None
 
 

@@ -1,4 +1,4 @@
-"""Adding members (SPEC §3): by email for team managers, by user id for global administrators only."""
+"""Adding members (SPEC §3): by email for team managers, by user id for global admins only."""
 
 from __future__ import annotations
 

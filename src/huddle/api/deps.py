@@ -11,7 +11,7 @@ from huddle.db.models import User
 from huddle.errors import TokenMissing
 from huddle.runtime import Runtime
 from huddle.security.client_ip import client_ip
-from huddle.services.access import Actor
+from huddle.services.access import CURSOR_PATTERN, Actor
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login")
 
@@ -49,5 +49,12 @@ async def get_client_ip(request: Request, runtime: RuntimeDep) -> str:
 
 ClientIP = Annotated[str, Depends(get_client_ip)]
 
-Cursor = Annotated[str | None, Query(max_length=64, description="nextCursor of the previous page")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        pattern=CURSOR_PATTERN,
+        max_length=10,
+        description="`nextCursor` of the previous page (leave out for the first page)",
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]

@@ -43,6 +43,9 @@ from huddle.errors import (
     TokenInvalid,
 )
 
+MAX_USER_ID = 2**31 - 1
+"""User ids are 1..MAX_USER_ID (INTEGER on PostgreSQL)."""
+
 ACCESS_MEMO_SIZE = 4096
 """Verified access tokens remembered per `TokenService` (a few hundred bytes each)."""
 
@@ -244,6 +247,8 @@ class TokenService:
             exp = int(payload["exp"])  # PyJWT checked that this works
         except (TypeError, ValueError, OverflowError):
             raise invalid() from None
+        if not 1 <= user_id <= MAX_USER_ID:  # no such user; the database takes no larger ids
+            raise invalid()
         family = payload.get("fam")
         if kind == "refresh" and not isinstance(family, str):
             raise invalid()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import ValidationError
 
 from huddle.api.deps import ClientIP, CurrentUser, RuntimeDep
+from huddle.api.errors import UNREADABLE_BODY
 from huddle.errors import InvalidCredentials, ValidationFailed
 from huddle.schemas import (
     LoginIn,
@@ -45,8 +46,8 @@ async def _login_body(request: Request) -> LoginIn:
             {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
         ]
         raise ValidationFailed(details=details) from None
-    except ValueError:
-        raise ValidationFailed("The body is not valid JSON.") from None
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
+        raise ValidationFailed(UNREADABLE_BODY.message, details=UNREADABLE_BODY.details) from None
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
