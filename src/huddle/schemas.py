@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    Strict,
     StringConstraints,
     field_serializer,
     field_validator,
@@ -28,7 +29,9 @@ Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=10_000)]
 TeamDescription = Annotated[str, StringConstraints(max_length=2_000)]
-Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+# Ids and counters in bodies are JSON integers: not "1", not true, not 1.0.
+Id = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
+Version = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
 
 
 class Role(StrEnum):
@@ -225,7 +228,7 @@ class TaskPatch(Wire):
     priority: Priority | None = None
     assignee_id: Id | None = None
     due_date: DueDate | None = None
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Version | None = None
 
 
 class TaskOut(Out):
