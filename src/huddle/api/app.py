@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from huddle.api import errors
-from huddle.api.middleware import RequestContext
+from huddle.api.middleware import BodyLimit, RequestContext
 from huddle.api.routes import auth, events, ops, tasks, teams, users
 from huddle.config import Settings
 from huddle.runtime import Runtime
@@ -59,6 +59,8 @@ def create_api(
         from huddle.api.routes import bench
 
         app.include_router(bench.router)
+    # Inside CORS, so that a browser can read the 413.
+    app.add_middleware(BodyLimit, max_body=settings.max_body)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin,
