@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # goes out (one write per member per window, flaps cancel); 0 announces at once.
     presence_batch_ms: int = Field(50, ge=0)
     max_payload: int = Field(65_536, gt=0)
+    # Bearer token for /metrics in production; without one, /metrics answers loopback only.
+    metrics_token: str | None = Field(None, repr=False)
     # Largest REST request body in bytes (413 above it; api/middleware.py BodyLimit).
     max_body: int = Field(1_048_576, gt=0)
 

@@ -33,13 +33,12 @@ import redis.asyncio as aioredis
 import socketio
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from huddle import wirejson
 from huddle.api.app import create_api
-from huddle.api.routes.ops import readiness
+from huddle.api.routes.ops import metrics_response, readiness
 from huddle.config import Settings
 from huddle.errors import ConfigError
 from huddle.events import outbox
@@ -364,8 +363,8 @@ def _gateway_app(settings: Settings, gateway: Gateway) -> FastAPI:
         return readiness(checks)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        return metrics_response(request.scope, settings)
 
     return app
 

@@ -118,6 +118,19 @@ def client_ip(scope: Mapping[str, Any], trusted: Iterable[IPNetwork] = ()) -> st
     return candidate
 
 
+def is_local_client(scope: Mapping[str, Any], trusted: Iterable[IPNetwork] = ()) -> bool:
+    """Whether the client is on this host: its TCP peer is loopback and vouches for itself.
+
+    A request a trusted proxy passed on with `X-Forwarded-For` is never local,
+    whatever the header says (SPEC §5: a forwarded header never makes a client
+    localhost): the address it names came from someone else.
+    """
+    if not is_loopback(peer_ip(scope)):
+        return False
+    networks = tuple(trusted)
+    return not (networks and is_trusted(peer_ip(scope), networks) and forwarded_for(scope))
+
+
 class LoopbackProxyWarning:
     """Warns once, in production, that loopback peers arrive while TRUSTED_PROXIES is empty.
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from huddle.api.deps import RuntimeDep
+from huddle.api.errors import error_response
+from huddle.config import Settings
+from huddle.errors import HuddleError
+from huddle.security.metrics_access import authorize_metrics
 
 router = APIRouter(tags=["operations"])
 
@@ -53,5 +59,16 @@ def readiness(checks: dict[str, str]) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics; in production only with METRICS_TOKEN or from this host."""
+    settings: Settings = request.app.state.settings
+    return metrics_response(request.scope, settings)
+
+
+def metrics_response(scope: Mapping[str, Any], settings: Settings) -> Response:
+    """The /metrics answer of any Huddle app: the metrics, or the error that refuses them."""
+    try:
+        authorize_metrics(scope, settings)
+    except HuddleError as exc:
+        return error_response(exc)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
