@@ -29,6 +29,31 @@ SAMPLE_SECRETS = frozenset(
     }
 )
 MIN_SECRET_BYTES = 32
+MIN_SECRET_DISTINCT = 8
+"""Distinct characters a production JWT_SECRET must have (any random one has far more)."""
+
+
+def weak_secret(secret: str) -> str | None:
+    """Why `secret` is too guessable for production, or None.
+
+    Length alone says little: 32 x "a" is 32 bytes. Refused: a sample value in
+    any letter case, a secret that repeats one shorter piece ("aaaa…",
+    "abab…", "secretsecret…"), and one of fewer than MIN_SECRET_DISTINCT
+    distinct characters ("0000…01"). The message never contains the secret.
+    """
+    if secret.lower() in SAMPLE_SECRETS:
+        return "the sample value from the docs is refused"
+    if len(secret) > 1 and secret in (secret + secret)[1:-1]:
+        return "a repeated pattern has too little entropy"
+    if len(set(secret)) < MIN_SECRET_DISTINCT:
+        return f"fewer than {MIN_SECRET_DISTINCT} distinct characters is too little entropy"
+    return None
+
+
+def trusts_everyone(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """A "proxy" network that holds every address (0.0.0.0/0, ::/0, 1.2.3.4/0…)."""
+    return network.prefixlen == 0
+
 
 Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -148,6 +173,16 @@ class Settings(BaseSettings):
         if self.is_production:
             if "*" in self.cors_origin:
                 raise ValueError("CORS_ORIGIN: '*' is refused in production")
+            if any(origin.lower() == "null" for origin in self.cors_origin):
+                # The origin of sandboxed frames and file:// pages: anyone can send it.
+                raise ValueError("CORS_ORIGIN: 'null' is refused in production")
+            networks = (ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+            everyone = [str(n) for n in networks if trusts_everyone(n)]
+            if everyone:
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {everyone[0]} trusts every address (anyone could "
+                    "set X-Forwarded-For); list your proxies' addresses"
+                )
             if self.bench_endpoints:
                 raise ValueError("BENCH_ENDPOINTS: refused in production")
             if self.jwt_algorithm in HMAC_ALGORITHMS:
@@ -157,8 +192,11 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"JWT_SECRET: must be at least {MIN_SECRET_BYTES} bytes in production"
                     )
-                if self.jwt_secret in SAMPLE_SECRETS:
-                    raise ValueError("JWT_SECRET: the sample value from the docs is refused")
+                weakness = weak_secret(self.jwt_secret)
+                if weakness is not None:
+                    raise ValueError(
+                        f"JWT_SECRET: {weakness}; generate one with `openssl rand -base64 48`"
+                    )
         if self.jwt_algorithm not in HMAC_ALGORITHMS and self.jwt_public_key_file is None:
             raise ValueError(f"JWT_PUBLIC_KEY_FILE: required for {self.jwt_algorithm}")
         return self

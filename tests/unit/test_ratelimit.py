@@ -43,7 +43,12 @@ SPEC_DEFAULTS: dict[str, Any] = {
 
 
 def settings(**values: Any) -> Settings:
-    merged = {"app_env": "test", "jwt_secret": "s" * 40, **SPEC_DEFAULTS, **values}
+    merged = {
+        "app_env": "test",
+        "jwt_secret": "unit-test-secret-0123456789-abcdefghij",
+        **SPEC_DEFAULTS,
+        **values,
+    }
     return Settings(_env_file=None, **merged)
 
 
