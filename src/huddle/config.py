@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     socket_event_burst: int = Field(50, gt=0)
     login_rate: int = Field(10, gt=0)
     login_window: int = Field(900, gt=0)
+    # Failed logins per LOGIN_WINDOW for one account from all IPs together (SPEC §5).
+    login_account_rate: int = Field(100, gt=0)
     rate_limit_enabled: bool = True
     # `POST /bench/broadcast` for the benchmark harness (bench/, SPEC §8): writes
     # events through the real outbox -> bus -> gateway path on request, from

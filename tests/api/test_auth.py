@@ -202,33 +202,69 @@ def _bearer(pair: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {pair['access_token']}"}
 
 
-async def test_failed_logins_are_rate_limited_per_ip_and_per_account(settings: Settings) -> None:
+def _client_from(app: object, ip: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://huddle.test")
+
+
+async def test_failed_logins_lock_the_guesser_out_but_not_the_owner(settings: Settings) -> None:
+    """SPEC §5: LOGIN_RATE per (IP, account) and per IP; the owner elsewhere keeps signing in."""
+    limited = settings.model_copy(update={"login_rate": 3, "login_account_rate": 5})
+    app = create_api(limited)
+    async with (
+        LifespanManager(app),
+        _client_from(app, "198.51.100.1") as stranger,
+        _client_from(app, "198.51.100.2") as owner_client,
+    ):
+        user = await Factory(owner_client, app.state.runtime).user()
+        wrong = {"email": user.email, "password": "not-the-password"}
+        for _ in range(3):
+            assert (await stranger.post("/api/auth/login", json=wrong)).status_code == 401
+        refused = await stranger.post("/api/auth/login", json=wrong)
+        assert refused.status_code == 429
+        assert code(refused) == "RATE_LIMITED"
+        assert int(refused.headers["retry-after"]) >= 1
+        # Locked even with the right password, so a guesser learns nothing more...
+        right = {"email": user.email, "password": PASSWORD}
+        assert (await stranger.post("/api/auth/login", json=right)).status_code == 429
+        # ...and for any other account from that address (the per-IP bucket).
+        other = await Factory(owner_client, app.state.runtime).user()
+        other_right = {"email": other.email, "password": PASSWORD}
+        assert (await stranger.post("/api/auth/login", json=other_right)).status_code == 429
+        # The owner, from their own address, is not locked out.
+        assert (await owner_client.post("/api/auth/login", json=right)).status_code == 200
+
+
+async def test_many_addresses_guessing_one_account_lock_it_everywhere(settings: Settings) -> None:
+    limited = settings.model_copy(update={"login_rate": 3, "login_account_rate": 5})
+    app = create_api(limited)
+    async with LifespanManager(app), _client_from(app, "198.51.100.9") as owner_client:
+        user = await Factory(owner_client, app.state.runtime).user()
+        wrong = {"email": user.email, "password": "not-the-password"}
+        for n in range(5):  # 5 addresses, one guess each: the account's 5 are spent
+            async with _client_from(app, f"203.0.113.{n + 1}") as guesser:
+                assert (await guesser.post("/api/auth/login", json=wrong)).status_code == 401
+        right = {"email": user.email, "password": PASSWORD}
+        locked = await owner_client.post("/api/auth/login", json=right)
+        assert locked.status_code == 429 and code(locked) == "RATE_LIMITED"
+
+
+async def test_wrong_current_passwords_count_as_failed_logins(settings: Settings) -> None:
+    """POST /api/auth/password had no limit: a stolen access token could guess the password."""
     limited = settings.model_copy(update={"login_rate": 3})
     app = create_api(limited)
-    async with LifespanManager(app):
-
-        def client(ip: str) -> httpx.AsyncClient:
-            transport = httpx.ASGITransport(app=app, client=(ip, 40000))
-            return httpx.AsyncClient(transport=transport, base_url="http://huddle.test")
-
-        async with client("198.51.100.1") as first, client("198.51.100.2") as second:
-            user = await Factory(first, app.state.runtime).user()
-            wrong = {"email": user.email, "password": "not-the-password"}
-            for _ in range(3):
-                assert (await first.post("/api/auth/login", json=wrong)).status_code == 401
-            refused = await first.post("/api/auth/login", json=wrong)
-            assert refused.status_code == 429
-            assert code(refused) == "RATE_LIMITED"
-            assert int(refused.headers["retry-after"]) >= 1
-            # Locked even with the right password, and from another address
-            # (the account's bucket), so a guesser learns nothing more.
-            right = {"email": user.email, "password": PASSWORD}
-            assert (await first.post("/api/auth/login", json=right)).status_code == 429
-            assert (await second.post("/api/auth/login", json=right)).status_code == 429
-            # Another account from the second address is untouched.
-            other = await Factory(second, app.state.runtime).user()
-            assert (
-                await second.post(
-                    "/api/auth/login", json={"email": other.email, "password": PASSWORD}
-                )
-            ).status_code == 200
+    async with LifespanManager(app), _client_from(app, "198.51.100.3") as client:
+        user = await Factory(client, app.state.runtime).user()
+        wrong = {"currentPassword": "not-the-password", "newPassword": "another-password-1"}
+        for _ in range(3):
+            response = await client.post("/api/auth/password", json=wrong, headers=user.headers)
+            assert response.status_code == 401 and code(response) == "INVALID_CREDENTIALS"
+        right = {"currentPassword": PASSWORD, "newPassword": "another-password-1"}
+        refused = await client.post("/api/auth/password", json=right, headers=user.headers)
+        assert refused.status_code == 429 and code(refused) == "RATE_LIMITED"
+        # They are the same buckets as the login's: logging in from there is locked too.
+        login = {"email": user.email, "password": PASSWORD}
+        assert (await client.post("/api/auth/login", json=login)).status_code == 429
+        # Nothing changed: the old password still works from elsewhere.
+        async with _client_from(app, "198.51.100.4") as elsewhere:
+            assert (await elsewhere.post("/api/auth/login", json=login)).status_code == 200

@@ -110,8 +110,18 @@ async def logout_all(user: CurrentUser, runtime: RuntimeDep) -> Response:
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_password(
-    body: PasswordChangeIn, user: CurrentUser, runtime: RuntimeDep
+    body: PasswordChangeIn, user: CurrentUser, runtime: RuntimeDep, ip: ClientIP
 ) -> Response:
-    """Change the password; every existing session is revoked (log in again)."""
-    await runtime.auth.change_password(user.id, body.current_password, body.new_password)
+    """Change the password; every existing session is revoked (log in again).
+
+    A wrong current password counts as a failed login for the account (SPEC §5):
+    a stolen access token must not become a way around the login limit.
+    """
+    limiter = runtime.login_limiter
+    await limiter.check(ip, user.email)
+    try:
+        await runtime.auth.change_password(user.id, body.current_password, body.new_password)
+    except InvalidCredentials:
+        await limiter.record_failure(ip, user.email)
+        raise
     return Response(status_code=status.HTTP_204_NO_CONTENT)
