@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     jwt_access_ttl: int = Field(900, gt=0)
     jwt_refresh_ttl: int = Field(1_209_600, gt=0)
     jwt_leeway: int = Field(10, ge=0)
+    # Seconds after its rotation during which a refresh token presented again gets a
+    # pair of the same family instead of revoking it (two tabs refreshing at once).
+    refresh_reuse_grace: float = Field(10, ge=0)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
 

@@ -81,7 +81,7 @@ class Runtime:
             db=db,
             bus=bus,
             tokens=tokens,
-            auth=AuthService(db, tokens, passwords),
+            auth=AuthService(db, tokens, passwords, reuse_grace=settings.refresh_reuse_grace),
             teams=TeamService(db),
             tasks=TaskService(db),
             users=UserService(db),

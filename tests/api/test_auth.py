@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from datetime import timedelta
 
 import httpx
 import jwt
 from asgi_lifespan import LifespanManager
+from sqlalchemy import update
 
 from huddle.api.app import create_api
+from huddle.clock import utcnow
 from huddle.config import Settings
+from huddle.db.models import RefreshToken
 from tests.api.conftest import TEST_SECRET
 from tests.factories import PASSWORD, Factory
 
@@ -93,6 +98,21 @@ async def test_wrong_password_and_unknown_email_look_the_same(factory: Factory) 
     assert code(wrong) == "INVALID_CREDENTIALS"
 
 
+async def past_the_grace(factory: Factory, refresh_token: str) -> None:
+    """Move a spent refresh token's rotation a minute into the past (beyond the reuse grace)."""
+    assert factory.runtime is not None
+    async with factory.runtime.db.unit() as unit:
+        await unit.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == hashlib.sha256(refresh_token.encode()).hexdigest())
+            .values(used_at=utcnow() - timedelta(seconds=60))
+        )
+
+
+def family(token: str) -> str:
+    return str(jwt.decode(token, TEST_SECRET, algorithms=["HS256"])["fam"])
+
+
 async def test_refresh_rotates_and_reuse_revokes_the_family(factory: Factory) -> None:
     user = await factory.user()
     client = factory.client
@@ -102,6 +122,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(factory: Factory) ->
     assert rotated["refresh_token"] != user.refresh_token
     assert (await client.get("/api/users/me", headers=_bearer(rotated))).status_code == 200
 
+    await past_the_grace(factory, user.refresh_token)
     reused = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
     assert reused.status_code == 401
     assert code(reused) == "REFRESH_TOKEN_REUSED"
@@ -115,6 +136,7 @@ async def test_refresh_families_are_independent(factory: Factory) -> None:
     user = await factory.user()
     other_login = await factory.login(user.email)
     await factory.client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    await past_the_grace(factory, user.refresh_token)
     await factory.client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
     unaffected = await factory.client.post(
         "/api/auth/refresh", json={"refresh_token": other_login["refresh_token"]}
@@ -122,7 +144,9 @@ async def test_refresh_families_are_independent(factory: Factory) -> None:
     assert unaffected.status_code == 200
 
 
-async def test_concurrent_refreshes_redeem_a_token_once(factory: Factory) -> None:
+async def test_two_tabs_refreshing_at_once_both_stay_signed_in(factory: Factory) -> None:
+    """SPEC §3 REFRESH_REUSE_GRACE: concurrent redemptions of one token all get a valid
+    pair of the same family, and none of them revokes it (PostgreSQL row locks included)."""
     user = await factory.user()
     responses = await asyncio.gather(
         *(
@@ -130,9 +154,63 @@ async def test_concurrent_refreshes_redeem_a_token_once(factory: Factory) -> Non
             for _ in range(5)
         )
     )
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) == 1, [r.text for r in responses]
-    assert all(code(r) == "REFRESH_TOKEN_REUSED" for r in responses if r.status_code != 200)
+    assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
+    pairs = [r.json() for r in responses]
+    assert len({p["refresh_token"] for p in pairs}) == 5
+    assert {family(p["refresh_token"]) for p in pairs} == {family(user.refresh_token)}
+    for pair in pairs:
+        me = await factory.client.get("/api/users/me", headers=_bearer(pair))
+        assert me.status_code == 200
+        again = await factory.client.post(
+            "/api/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+        )
+        assert again.status_code == 200, again.text
+
+
+async def test_a_token_presented_again_within_the_grace_gets_a_pair_of_its_family(
+    factory: Factory,
+) -> None:
+    user = await factory.user()
+    client = factory.client
+    first = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    second = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert first.status_code == second.status_code == 200
+    assert first.json()["refresh_token"] != second.json()["refresh_token"]
+    assert family(second.json()["refresh_token"]) == family(user.refresh_token)
+    # The first tab's pair still works: nothing was revoked.
+    assert (await client.get("/api/users/me", headers=_bearer(first.json()))).status_code == 200
+    # Past the grace it is reuse again, and the whole family goes.
+    await past_the_grace(factory, user.refresh_token)
+    reused = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert code(reused) == "REFRESH_TOKEN_REUSED"
+    for pair in (first.json(), second.json()):
+        refreshed = await client.post(
+            "/api/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+        )
+        assert refreshed.status_code == 401
+
+
+async def test_no_grace_for_a_revoked_family(factory: Factory) -> None:
+    user = await factory.user()
+    client = factory.client
+    assert (
+        await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    ).status_code == 200
+    assert (
+        await client.post("/api/auth/logout", json={"refresh_token": user.refresh_token})
+    ).status_code == 204
+    again = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert again.status_code == 401
+
+
+async def test_the_grace_is_a_setting(settings: Settings) -> None:
+    app = create_api(settings.model_copy(update={"refresh_reuse_grace": 0}))
+    async with LifespanManager(app), _client_from(app, "198.51.100.20") as client:
+        user = await Factory(client, app.state.runtime).user()
+        body = {"refresh_token": user.refresh_token}
+        assert (await client.post("/api/auth/refresh", json=body)).status_code == 200
+        reused = await client.post("/api/auth/refresh", json=body)
+        assert code(reused) == "REFRESH_TOKEN_REUSED"
 
 
 async def test_logout_revokes_the_family(factory: Factory) -> None:

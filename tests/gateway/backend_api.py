@@ -64,6 +64,7 @@ class ApiProcess:
             HUDDLE_DATA_DIR=str(data_dir),
             JWT_SECRET=SECRET,
             LOG_LEVEL="warning",
+            REFRESH_REUSE_GRACE="0",  # reuse is reuse at once (tests/api covers the grace)
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = data_dir / "api.log"

@@ -140,6 +140,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, node: str) -> Iterator[Live
         "RATE_LIMIT_ENABLED": "true",
         # Not under test, and the rate-limit bursts hold 20+ sockets of one user.
         "MAX_CONNECTIONS_PER_USER": "100",
+        # The scenario reuses a spent refresh token at once and expects reuse.
+        "REFRESH_REUSE_GRACE": "0",
     }
     with LiveServer(tmp_path_factory.mktemp("interop"), env=env) as live:
         yield live

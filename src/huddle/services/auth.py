@@ -2,7 +2,10 @@
 
 Refresh tokens rotate: each is redeemed once, by an UPDATE that only succeeds
 while the row is unused and unrevoked, so two concurrent redemptions cannot
-both win. A token presented again after use revokes its whole family.
+both win. A token presented again after use revokes its whole family, unless
+it comes within REFRESH_REUSE_GRACE seconds of its own rotation (SPEC §3):
+two tabs that refresh at the same moment both stay signed in, each with a
+pair of the same family.
 """
 
 from __future__ import annotations
@@ -59,10 +62,18 @@ class Session:
 
 
 class AuthService:
-    def __init__(self, db: Database, tokens: TokenService, passwords: Passwords) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tokens: TokenService,
+        passwords: Passwords,
+        *,
+        reuse_grace: float = 10.0,
+    ) -> None:
         self._db = db
         self._tokens = tokens
         self._passwords = passwords
+        self._reuse_grace = reuse_grace
         # user id -> (loaded at, row). Every authenticated request needs the user's
         # row (active? sessions revoked?); a short-lived copy saves a database round
         # trip per request. Revocation drops the entry here at once and on every
@@ -115,7 +126,14 @@ class AuthService:
         return issued
 
     async def refresh(self, refresh_token: str) -> Session:
-        """Redeem a refresh token once for a new pair in the same family."""
+        """Redeem a refresh token once for a new pair in the same family.
+
+        Presented again within the reuse grace of its rotation, the token gets
+        another pair of the family (the other tab's); after it, the family is
+        revoked and REFRESH_TOKEN_REUSED raised. The losing UPDATE of a
+        concurrent redemption waits for the winner's row lock (PostgreSQL) or
+        the write lock (SQLite), so it always sees the winner's `used_at`.
+        """
         claims = self._tokens.verify_refresh(refresh_token)
         now = utcnow()
         async with self._db.unit() as unit:
@@ -133,13 +151,22 @@ class AuthService:
                 )
                 .values(used_at=now)
             )
+            reused = False
             if getattr(redeemed, "rowcount", 0) != 1:
-                await unit.session.refresh(row)
-                if row.used_at is None:
+                # Locked until this transaction ends: a concurrent revocation of the
+                # family waits for the grace pair to be written, or wins first.
+                row = await unit.session.scalar(
+                    select(RefreshToken)
+                    .where(RefreshToken.id == row.id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+                if row is None or row.used_at is None:
                     raise RefreshTokenInvalid()  # revoked, never used
-                reused = True
-            else:
-                reused = False
+                reused = not self._within_grace(row, now)
+                if not reused:
+                    log.info("refresh_token_grace", user_id=row.user_id, family=row.family_id)
+            if not reused:
                 if _aware(row.expires_at) <= now:
                     raise RefreshTokenExpired()
                 user = await unit.session.get(User, row.user_id)
@@ -153,6 +180,12 @@ class AuthService:
             log.warning("refresh_token_reused", user_id=row.user_id, family=row.family_id)
             raise RefreshTokenReused()
         return issued
+
+    def _within_grace(self, row: RefreshToken, now: datetime) -> bool:
+        """A used, unrevoked token presented again less than the grace after its rotation."""
+        if row.revoked_at is not None or row.used_at is None:
+            return False
+        return (now - _aware(row.used_at)).total_seconds() < self._reuse_grace
 
     async def logout(self, refresh_token: str) -> None:
         """Revoke the family of this refresh token (idempotent for a known token)."""
