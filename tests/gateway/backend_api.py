@@ -46,6 +46,7 @@ def settings_for(data_dir: Path, **extra: Any) -> Settings:
         "database_url": None,
         "redis_url": None,
         "backend_url": None,
+        "refresh_reuse_grace": 0,  # reuse is reuse at once (tests/api covers the grace)
         **extra,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -13,7 +13,8 @@ starts. Membership events move sockets between rooms around their emit:
 A socket that is syncing (authenticating or replaying) is skipped by every
 room emit and holds the event instead; `apply` later delivers it to that one
 socket with the same rules. Control messages (no event id) are not team
-events: `sessions_revoked` disconnects the user's sockets; `presence_changed`
+events: `sessions_revoked` and `family_revoked` disconnect the sockets they
+revoke; `presence_changed`
 (from the Redis presence store) goes to the named teams' rooms here.
 """
 
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from huddle.events.envelope import PRESENCE_CHANGED, SESSIONS_REVOKED, Envelope
+from huddle.events.envelope import FAMILY_REVOKED, PRESENCE_CHANGED, SESSIONS_REVOKED, Envelope
 from huddle.gateway.hub import Hub, team_room
 from huddle.gateway.session import SocketSession
 from huddle.gateway.userdata import UserDataSource
@@ -41,13 +42,21 @@ TASK_EVENTS = frozenset({"task_created", "task_updated", "task_deleted"})
 TEAM_WIDE = frozenset({"team_updated", "team_deleted", "task_deleted"})
 
 RevocationHandler = Callable[[int, float], Awaitable[None]]
+FamilyRevocationHandler = Callable[[int, str, float], Awaitable[None]]
 
 
 class EventRelay:
-    def __init__(self, hub: Hub, source: UserDataSource, on_revoked: RevocationHandler) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        source: UserDataSource,
+        on_revoked: RevocationHandler,
+        on_family_revoked: FamilyRevocationHandler | None = None,
+    ) -> None:
         self._hub = hub
         self._source = source
         self._on_revoked = on_revoked
+        self._on_family_revoked = on_family_revoked
         self.head: int | None = None
         """The newest event id handed to the rooms (or known at start)."""
         self.active = True
@@ -153,6 +162,9 @@ class EventRelay:
         if event.type == PRESENCE_CHANGED:
             await self._presence(event)
             return
+        if event.type == FAMILY_REVOKED:
+            await self._family_revoked(event)
+            return
         if event.type != SESSIONS_REVOKED:
             return
         try:
@@ -163,6 +175,19 @@ class EventRelay:
             return
         self._source.invalidate(user_id)
         await self._on_revoked(user_id, revoked_at)
+
+    async def _family_revoked(self, event: Envelope) -> None:
+        try:
+            user_id = int(event.payload["userId"])
+            family_id = event.payload["familyId"]
+            revoked_at = float(event.payload["revokedAt"])
+        except (KeyError, TypeError, ValueError):
+            family_id = None
+        if not isinstance(family_id, str):
+            log.warning("control_message_malformed", type=event.type)
+            return
+        if self._on_family_revoked is not None:
+            await self._on_family_revoked(user_id, family_id, revoked_at)
 
     async def _presence(self, event: Envelope) -> None:
         try:

@@ -53,6 +53,7 @@ from huddle.logging import get_logger
 from huddle.runtime import Runtime
 from huddle.security.buckets import BucketStore
 from huddle.security.ratelimit import ConnectionLimiter, create_bucket_store
+from huddle.security.revocation import Revocations
 from huddle.security.tokens import TokenService
 from huddle.web import mount_web_client
 
@@ -200,6 +201,7 @@ class Gateway:
         source: UserDataSource,
         buckets: BucketStore,
         head: int | None,
+        revocations: Revocations | None = None,
     ) -> None:
         self.source = source
         await source.start()
@@ -210,6 +212,7 @@ class Gateway:
             tokens=tokens,
             source=source,
             limiter=ConnectionLimiter(buckets, self.settings),
+            revocations=revocations,
         )
         namespace.relay.head = head
         namespace.register(self.sio)
@@ -292,6 +295,7 @@ def _serve_api(settings: Settings, gateway: Gateway) -> FastAPI:
             source=create_source(settings, runtime),
             buckets=runtime.buckets,
             head=await _log_head(runtime),
+            revocations=runtime.revocations,  # one registry with the REST side
         )
 
     async def stop(runtime: Runtime) -> None:

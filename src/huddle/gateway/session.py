@@ -54,6 +54,8 @@ class SocketSession:
     # The access token is kept only to call the backend on the user's behalf.
     token: str | None = field(default=None, repr=False)
     issued_at: float = 0.0
+    family_id: str | None = None
+    """The refresh family of the access token (its `fam`): revoking it closes the socket."""
     expires_at: float = 0.0
     team_ids: set[int] = field(default_factory=set)
     degraded: bool = False

@@ -1,8 +1,9 @@
 """Issue and verify JWTs. The algorithm is pinned by settings, never read from a token.
 
-Access tokens: `sub` (user id), `type: "access"`, `iat`, `exp`, `jti`, and
+Access tokens: `sub` (user id), `type: "access"`, `iat`, `exp`, `jti`, `fam`
+(the family id of the login they come from, when they come from one), and
 `iss`/`aud` when configured. Refresh tokens: the same with `type: "refresh"`
-and `fam` (the family id of their login). `iat` carries milliseconds, so a
+and `fam` always. `iat` carries milliseconds, so a
 token minted in the same second as a "logout everywhere" is told apart.
 
 Verified access tokens are remembered (`ACCESS_MEMO_SIZE` of them, the
@@ -17,7 +18,7 @@ never a refresh token (redeeming one always goes through the database) —
 and the memo belongs to one `TokenService`, i.e. to one key: a process with
 a new key builds a new service. Revocation is not a property of the token
 and is checked elsewhere on every use (`AuthService.user_for_claims`, the
-gateway's revocation list).
+`security/revocation.py`).
 """
 
 from __future__ import annotations
@@ -159,8 +160,11 @@ class TokenService:
     def access_ttl(self) -> int:
         return self._settings.jwt_access_ttl
 
-    def issue_access(self, user_id: int, *, ttl: int | None = None) -> IssuedToken:
-        return self._issue(user_id, "access", ttl or self._settings.jwt_access_ttl, None)
+    def issue_access(
+        self, user_id: int, *, ttl: int | None = None, family_id: str | None = None
+    ) -> IssuedToken:
+        """An access token; `family_id`: the refresh family it was issued with (its `fam`)."""
+        return self._issue(user_id, "access", ttl or self._settings.jwt_access_ttl, family_id)
 
     def issue_refresh(self, user_id: int, family_id: str) -> IssuedToken:
         return self._issue(user_id, "refresh", self._settings.jwt_refresh_ttl, family_id)
@@ -250,7 +254,7 @@ class TokenService:
         if not 1 <= user_id <= MAX_USER_ID:  # no such user; the database takes no larger ids
             raise invalid()
         family = payload.get("fam")
-        if kind == "refresh" and not isinstance(family, str):
+        if (kind == "refresh" or family is not None) and not isinstance(family, str):
             raise invalid()
         jti = payload.get("jti")
         claims = Claims(user_id, issued_at, expires_at, jti if isinstance(jti, str) else "", family)

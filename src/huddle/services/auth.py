@@ -31,9 +31,13 @@ from huddle.errors import (
     TokenInvalid,
     TokenRevoked,
 )
-from huddle.events.envelope import SESSIONS_REVOKED, Envelope
 from huddle.logging import get_logger
 from huddle.security.passwords import Passwords
+from huddle.security.revocation import (
+    Revocations,
+    family_revoked_message,
+    user_revoked_message,
+)
 from huddle.security.tokens import Claims, TokenService
 from huddle.services.unit import Database
 
@@ -68,11 +72,13 @@ class AuthService:
         tokens: TokenService,
         passwords: Passwords,
         *,
+        revocations: Revocations,
         reuse_grace: float = 10.0,
     ) -> None:
         self._db = db
         self._tokens = tokens
         self._passwords = passwords
+        self._revocations = revocations
         self._reuse_grace = reuse_grace
         # user id -> (loaded at, row). Every authenticated request needs the user's
         # row (active? sessions revoked?); a short-lived copy saves a database round
@@ -176,7 +182,7 @@ class AuthService:
                     raise RefreshTokenInvalid()
                 issued = await self._issue(unit.session, row.user_id, row.family_id, row.id)
         if reused:
-            await self._revoke_family(row.family_id)
+            await self._revoke_family(row.family_id, row.user_id)
             log.warning("refresh_token_reused", user_id=row.user_id, family=row.family_id)
             raise RefreshTokenReused()
         return issued
@@ -192,7 +198,7 @@ class AuthService:
         claims = self._tokens.verify_refresh(refresh_token)
         if claims.family_id is None:
             raise RefreshTokenInvalid()
-        await self._revoke_family(claims.family_id)
+        await self._revoke_family(claims.family_id, claims.user_id)
 
     async def logout_all(self, user_id: int) -> None:
         """Revoke every session of the user: all families, and every earlier access token."""
@@ -210,16 +216,9 @@ class AuthService:
                 .values(revoked_at=now)
             )
         self.forget(user_id)
-        # Not a team event: tells every gateway to drop the user's sockets now.
-        await self._db.bus.publish(
-            [
-                Envelope(
-                    type=SESSIONS_REVOKED,
-                    payload={"userId": user_id, "revokedAt": now.timestamp()},
-                    subject_user_id=user_id,
-                )
-            ]
-        )
+        self._revocations.revoke_user(user_id, now.timestamp())
+        # Not a team event: tells every other process, and every gateway, at once.
+        await self._db.bus.publish([user_revoked_message(user_id, now.timestamp())])
         log.info("sessions_revoked", user_id=user_id)
 
     async def change_password(self, user_id: int, current: str, new: str) -> None:
@@ -246,7 +245,7 @@ class AuthService:
         """
         claims = self._tokens.verify_access(access_token)
         user = self._cached_user(claims.user_id)
-        return None if user is None else _admissible(user, claims)
+        return None if user is None else self._admissible(user, claims)
 
     async def user_for_claims(self, claims: Claims) -> User:
         user = self._cached_user(claims.user_id)
@@ -255,20 +254,32 @@ class AuthService:
                 user = await session.get(User, claims.user_id)
             if user is not None:
                 self._remember(user)
-        return _admissible(user, claims)
+        return self._admissible(user, claims)
 
-    async def _revoke_family(self, family_id: str) -> None:
+    def _admissible(self, user: User | None, claims: Claims) -> User:
+        """The user a token's claims stand for, or TOKEN_INVALID / TOKEN_REVOKED."""
+        admitted = _admissible(user, claims)
+        if self._revocations.revoked(claims):  # its family, or (from the bus) its user
+            raise TokenRevoked()
+        return admitted
+
+    async def _revoke_family(self, family_id: str, user_id: int) -> None:
+        """Revoke a family's refresh tokens, and its access tokens here and everywhere, now."""
+        now = utcnow()
         async with self._db.unit() as unit:
             await unit.session.execute(
                 update(RefreshToken)
                 .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-                .values(revoked_at=func.coalesce(RefreshToken.revoked_at, utcnow()))
+                .values(revoked_at=func.coalesce(RefreshToken.revoked_at, now))
             )
+        self._revocations.revoke_family(family_id, user_id, now.timestamp())
+        await self._db.bus.publish([family_revoked_message(family_id, user_id, now.timestamp())])
+        log.info("family_revoked", user_id=user_id, family=family_id)
 
     async def _issue(
         self, session: AsyncSession, user_id: int, family: str, parent: int | None
     ) -> Session:
-        access = self._tokens.issue_access(user_id)
+        access = self._tokens.issue_access(user_id, family_id=family)
         refresh = self._tokens.issue_refresh(user_id, family)
         session.add(
             RefreshToken(
