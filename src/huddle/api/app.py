@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from huddle.api import errors
+from huddle.api.apidocs import mount_docs
 from huddle.api.middleware import BodyLimit, RequestContext
+from huddle.api.openapi import finish_schema
 from huddle.api.routes import auth, events, ops, tasks, teams, users
 from huddle.config import Settings
 from huddle.runtime import Runtime
@@ -42,9 +44,20 @@ def create_api(
         title="Huddle",
         version="0.1.0",
         summary="Team collaboration backend: users, teams, tasks, live events.",
+        description=(
+            'Every error answers `{"error": {code, message, details?}}` (the `Error` '
+            "schema) with the statuses each operation lists. Log in with "
+            "`POST /api/auth/login` (or **Authorize** here) and send the access token as "
+            "`Authorization: Bearer <token>`. Lists are pages: pass `nextCursor` back "
+            "as `?cursor=` until it is null. Ids, versions and flags are JSON integer "
+            'and boolean literals: `1`, not `"1"`, `1.0` or `true`.'
+        ),
         lifespan=lifespan,
+        docs_url=None,  # mount_docs: Swagger UI from Huddle's own assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.openapi = lambda: finish_schema(app)  # type: ignore[method-assign]
     errors.install(app)
     for router in (
         auth.router,
@@ -55,6 +68,7 @@ def create_api(
         ops.router,
     ):
         app.include_router(router)
+    mount_docs(app)
     if settings.bench_endpoints:
         from huddle.api.routes import bench
 

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from huddle.api.deps import RuntimeDep
 from huddle.api.errors import error_response
+from huddle.api.openapi import ErrorInfo, errors
 from huddle.config import Settings
 from huddle.errors import HuddleError
 from huddle.security.metrics_access import authorize_metrics
@@ -20,12 +22,32 @@ from huddle.security.metrics_access import authorize_metrics
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    """`checks`: each dependency, "ok" or "down"; `error` names what is down (503)."""
+
+    status: str
+    checks: dict[str, str]
+    error: ErrorInfo | None = None
+
+
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict[str, str]:
+    """The process is alive (nothing else is checked)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={
+        200: {"model": Readiness, "description": "Every dependency answers."},
+        503: {"model": Readiness, "description": "A dependency is down (`NOT_READY`)."},
+    },
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """200 when every dependency answers; 503 naming what is down."""
     checks: dict[str, str] = {}
@@ -58,7 +80,17 @@ def readiness(checks: dict[str, str]) -> JSONResponse:
     return JSONResponse({"status": "ok", "checks": checks})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **errors(401, 403),
+    },
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics; in production only with METRICS_TOKEN or from this host."""
     settings: Settings = request.app.state.settings
