@@ -44,6 +44,7 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
         started_response = False
+        root_path = scope.get("root_path", "")
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started_response
@@ -65,8 +66,7 @@ class RequestContext:
             await _fallback(exc, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_name(scope, root_path)
             method = scope["method"]
             if not template.startswith("/socket.io"):
                 HTTP_REQUESTS.labels(method, template, str(status)).inc()
@@ -79,6 +79,23 @@ class RequestContext:
                     duration_ms=round(elapsed * 1000, 2),
                 )
             structlog.contextvars.unbind_contextvars("request_id", "client_ip")
+
+
+def route_name(scope: Scope, root_path: str = "") -> str:
+    """The route a request matched, as logged and in metrics: its path template.
+
+    A route sets `scope["route"]`; a mounted app (the web client's and /docs'
+    static files) does not under FastAPI's router, but moves the scope's
+    `root_path` to its prefix, which names it: `/web/{path}`. `root_path` is the
+    scope's value before routing. Anything else is "unmatched" (a 404).
+    """
+    template = getattr(scope.get("route"), "path", None)
+    if template:
+        return str(template)
+    mounted = scope.get("root_path", "")
+    if isinstance(mounted, str) and mounted != root_path and mounted.startswith(root_path):
+        return mounted[len(root_path) :] + "/{path}"
+    return "unmatched"
 
 
 async def _fallback(exc: Exception, send: Send) -> None:
