@@ -7,8 +7,13 @@ the Huddle/Node ratios, writes JSON (bench/results/<UTC time>.json unless
 --out) and a PNG chart of the ratios beside it.
 
     huddle bench                       # the full run: 3 rounds, 2,000-10,000 clients
-    huddle bench --quick               # a smoke run of a minute or two
+    huddle bench --quick               # a smoke run of a few minutes
     huddle bench --scenarios fanout,broadcast --rooms 2000 --rounds 5
+    huddle bench --scenarios storm,rest-fanout --quick
+
+Every client is a distinct user with presence on, as Huddle ships it: a room
+of 2,000 is users 1-2,000 of one team (`bench.seed.Layout`), and the load
+generator counts the `presence_changed` frames each client receives.
 
 Every process it starts is stopped by PID, also on Ctrl-C or an error; see
 docs/benchmarks.md for what each number means and what limits it.
@@ -44,14 +49,17 @@ from rich.progress import (
 )
 
 from bench import peer_driver, report, servers
-from bench.scenarios import Runner, Scenario
+from bench.scenarios import WARMUP_HANDSHAKES, Runner, Scenario
+from bench.seed import Layout
 from bench.servers import SERVERS, Running, ServerName
 
 RESULTS_DIR: Final = peer_driver.BENCH_DIR / "results"
 SCENARIO_KINDS: Final = (
     "handshake",
     "reject",
+    "storm",
     "fanout",
+    "rest-fanout",
     "broadcast",
     "idle",
     "compression",
@@ -75,6 +83,11 @@ class Sizes:
     compression_count: int
     rest_seconds: float
     settle_ms: int
+    storm: tuple[int, ...]
+    rest_fanout_clients: int
+    rest_fanout_count: int
+    editors: int
+    quiet_ms: int
 
 
 FULL: Final = Sizes(
@@ -91,6 +104,11 @@ FULL: Final = Sizes(
     compression_count=10,
     rest_seconds=10,
     settle_ms=500,
+    storm=(2000, 3000),
+    rest_fanout_clients=2000,
+    rest_fanout_count=50,
+    editors=10,
+    quiet_ms=2500,
 )
 QUICK: Final = Sizes(
     rounds=1,
@@ -106,6 +124,11 @@ QUICK: Final = Sizes(
     compression_count=10,
     rest_seconds=3,
     settle_ms=200,
+    storm=(300, 450),
+    rest_fanout_clients=300,
+    rest_fanout_count=20,
+    editors=10,
+    quiet_ms=1000,
 )
 
 
@@ -163,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
         description="Benchmark Huddle against the Node.js Socket.IO peer (SPEC §8).",
         epilog="Sizes default to the full run (or --quick); the options above override them.",
     )
-    p.add_argument("--quick", action="store_true", help="small sizes and 1 round (~1-2 min)")
+    p.add_argument("--quick", action="store_true", help="small sizes and 1 round (a few minutes)")
     p.add_argument("--rounds", type=_positive(50), help="A/B rounds (full: 3)")
     p.add_argument(
         "--scenarios",
@@ -215,10 +238,43 @@ def parser() -> argparse.ArgumentParser:
         help="events per round of the deflate on/off fan-out (full: 10)",
     )
     p.add_argument(
+        "--storm",
+        type=_ints,
+        help="users of each storm phase, each phase a team of its own (full: 2000,3000)",
+    )
+    p.add_argument(
+        "--storm-concurrency",
+        type=_positive(1000),
+        default=100,
+        help="connection attempts in flight during the storm (default 100)",
+    )
+    p.add_argument(
+        "--rest-fanout-clients",
+        type=_positive(MAX_CLIENTS),
+        help="online members of the team REST edits fan out to (full: 2000, quick: 300)",
+    )
+    p.add_argument(
+        "--rest-fanout-count",
+        type=_positive(10_000),
+        help="REST edits per round (full: 50, quick: 20)",
+    )
+    p.add_argument(
+        "--editors",
+        type=_positive(100),
+        help="users editing at once in the concurrent REST variant (default 10)",
+    )
+    p.add_argument(
+        "--quiet-ms",
+        type=_positive(60_000),
+        help="after connecting, wait until no event frame came for this long; keep it above "
+        "Huddle's longest presence window, 2 s (full: 2500, quick: 1000)",
+    )
+    p.add_argument(
         "--users",
         type=_positive(MAX_CLIENTS),
-        default=100,
-        help="distinct users cycled in rooms and idle sockets (default 100; see docs)",
+        default=None,
+        help="cycle this many users in rooms and idle sockets instead of one per client "
+        "(older runs used 100; default: every client a distinct user)",
     )
     p.add_argument(
         "--concurrency",
@@ -283,6 +339,11 @@ def resolve_sizes(args: argparse.Namespace) -> Sizes:
         compression_count=pick("compression_count"),
         rest_seconds=float(rest_seconds),
         settle_ms=pick("settle_ms"),
+        storm=pick("storm"),
+        rest_fanout_clients=pick("rest_fanout_clients"),
+        rest_fanout_count=pick("rest_fanout_count"),
+        editors=pick("editors"),
+        quiet_ms=pick("quiet_ms"),
     )
 
 
@@ -302,17 +363,85 @@ def fanout_rounds(requested: int, messages_per_round: int, minimum: int) -> int:
     return max(requested, -(-minimum // messages_per_round))
 
 
-def build_scenarios(kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace) -> list[Scenario]:
-    """The measurements of one round, in the order they run."""
-    users, conc, size = args.users, args.concurrency, args.size
+def layout_for(sizes: Sizes) -> Layout:
+    """Who is in which team, the same for every scenario of a run (and for both servers).
+
+    Team 1 is big enough for every one-team scenario (rooms, broadcast, REST
+    fan-out, compression) and the storm's first phase; each later storm phase
+    gets a team of its own (2, 3, …). Any user past them is in one more team,
+    so that 10,000 idle sockets are 2,000 + 3,000 + 5,000 people of three teams.
+    """
+    team_one = max(
+        sizes.storm[0],
+        *sizes.rooms,
+        sizes.broadcast_clients,
+        sizes.compression_clients,
+        sizes.rest_fanout_clients,
+    )
+    return Layout(big_teams=(team_one, *sizes.storm[1:]))
+
+
+def needed_users(scenarios: Sequence[Scenario], layout: Layout) -> int:
+    """Users to seed: every scenario's, the warm-ups' just past them, and every big team."""
+    last = [s.first_user + s.users - 1 + WARMUP_HANDSHAKES for s in scenarios]
+    last += [b for s in scenarios for _, b in s.phases]
+    return max([*last, sum(layout.big_teams)])
+
+
+def build_scenarios(
+    kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace, layout: Layout
+) -> list[Scenario]:
+    """The measurements of one round, in the order they run.
+
+    Every client is a distinct user (users 1..N; `--users` cycles fewer). The
+    rooms are team 1's first N members; the storm's phases are the first
+    users of teams 1, 2, ….
+    """
+    conc, size, quiet = args.concurrency, args.size, sizes.quiet_ms
+
+    def distinct(clients: int) -> int:
+        return min(args.users, clients) if args.users else clients
+
     out: list[Scenario] = []
     if "handshake" in kinds:
         n = sizes.handshake_clients
-        out.append(Scenario("handshake", "handshake", f"handshake x{n}", n, n, concurrency=conc))
+        for cold in (False, True):
+            out.append(
+                Scenario(
+                    "handshake-cold" if cold else "handshake",
+                    "handshake",
+                    f"handshake x{n}, {'cold server' if cold else 'warm cache'}",
+                    n,
+                    distinct(n),
+                    concurrency=conc,
+                    cold=cold,
+                )
+            )
     if "reject" in kinds:
         n = sizes.reject_clients
         out.append(
-            Scenario("reject", "reject", f"expired-token reject x{n}", n, n, concurrency=conc)
+            Scenario(
+                "reject", "reject", f"expired-token reject x{n}", n, distinct(n), concurrency=conc
+            )
+        )
+    if "storm" in kinds:
+        phases = tuple(
+            (layout.first_user_of(k + 1), layout.first_user_of(k + 1) + n - 1)
+            for k, n in enumerate(sizes.storm)
+        )
+        total = sum(sizes.storm)
+        out.append(
+            Scenario(
+                "storm",
+                "storm",
+                "storm " + " + ".join(f"{n:,}" for n in sizes.storm) + ", cold, all stay",
+                total,
+                total,
+                concurrency=args.storm_concurrency,
+                quiet_ms=quiet,
+                phases=phases,
+                extra={"phaseUsers": [f"{a}-{b}" for a, b in phases]},
+            )
         )
     if "fanout" in kinds:
         for room in sizes.rooms:
@@ -322,7 +451,7 @@ def build_scenarios(kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace
                     "fanout",
                     f"fan-out room {room} ({sizes.count} events)",
                     room,
-                    min(users, room),
+                    distinct(room),
                     count=sizes.count,
                     size=size,
                     inner_rounds=fanout_rounds(
@@ -332,6 +461,38 @@ def build_scenarios(kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace
                     ),
                     concurrency=conc,
                     settle_ms=sizes.settle_ms,
+                    quiet_ms=quiet,
+                )
+            )
+    if "rest-fanout" in kinds:
+        n = sizes.rest_fanout_clients
+        editors = min(sizes.editors, n)
+        owner = layout.first_user_of(1)
+        for many in (False, True):
+            who = tuple(range(owner, owner + editors)) if many else (owner,)
+            count = sizes.rest_fanout_count
+            if many:
+                count = len(who) * max(1, count // len(who))
+            out.append(
+                Scenario(
+                    f"rest-fanout-{n}-{'concurrent' if many else 'sequential'}",
+                    "rest-fanout",
+                    f"REST PATCH → {n}, "
+                    + (f"{len(who)} editors at once" if many else "owner, one at a time")
+                    + f" ({count} events; Node: bench trigger)",
+                    n,
+                    distinct(n),
+                    count=count,
+                    size=size,
+                    inner_rounds=fanout_rounds(
+                        sizes.fanout_rounds, n * count, 0 if args.quick else MIN_MEASURED_MESSAGES
+                    ),
+                    concurrency=conc,
+                    settle_ms=sizes.settle_ms,
+                    quiet_ms=quiet,
+                    editors=len(who),
+                    edit_tasks=tuple((u, layout.task_id(u)) for u in who),
+                    extra={"editors": len(who), "nodeTrigger": "bench"},
                 )
             )
     if "broadcast" in kinds:
@@ -342,13 +503,14 @@ def build_scenarios(kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace
                 "broadcast",
                 f"one broadcast → {n}",
                 n,
-                min(users, n),
+                distinct(n),
                 count=1,
                 size=size,
                 inner_rounds=sizes.broadcast_rounds,
                 warmup=2,
                 concurrency=conc,
                 settle_ms=min(300, sizes.settle_ms),
+                quiet_ms=quiet,
             )
         )
     if "idle" in kinds:
@@ -359,9 +521,10 @@ def build_scenarios(kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace
                     "idle",
                     f"idle {n} connections",
                     n,
-                    min(users, n),
+                    distinct(n),
                     concurrency=conc,
                     settle_ms=sizes.settle_ms,
+                    quiet_ms=quiet,
                 )
             )
     if "compression" in kinds:
@@ -374,12 +537,13 @@ def build_scenarios(kinds: Sequence[str], sizes: Sizes, args: argparse.Namespace
                     "compression",
                     f"fan-out {n} ({count} events), deflate {state}",
                     n,
-                    min(users, n),
+                    distinct(n),
                     count=count,
                     size=size,
                     inner_rounds=sizes.fanout_rounds,
                     concurrency=conc,
                     settle_ms=sizes.settle_ms,
+                    quiet_ms=quiet,
                     compression=on,
                     extra={"pair": "compression-off"} if on else {},
                 )
@@ -398,6 +562,10 @@ def scenario_json(s: Scenario) -> dict[str, Any]:
         "title": s.title,
         "clients": s.clients,
         "users": s.users,
+        "userRange": s.user_range,
+        "cold": s.cold,
+        "quietMs": s.quiet_ms,
+        "phases": [list(p) for p in s.phases],
         "count": s.count,
         "size": s.size,
         "innerRounds": s.inner_rounds,
@@ -665,7 +833,10 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     sizes = resolve_sizes(args)
     console = Console(stderr=True)
-    scenarios = with_huddle_env(build_scenarios(args.scenarios, sizes, args), args.huddle_env)
+    layout = layout_for(sizes)
+    scenarios = with_huddle_env(
+        build_scenarios(args.scenarios, sizes, args, layout), args.huddle_env
+    )
     server_names: tuple[ServerName, ...] = tuple(args.servers)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_path: Path = args.out or RESULTS_DIR / f"{stamp}.json"
@@ -674,7 +845,9 @@ def main(argv: list[str] | None = None) -> int:
     saved_environ = dict(os.environ)
     saved_affinity = os.sched_getaffinity(0)
     try:
-        return _run(args, sizes, scenarios, server_names, out_path, chart_path, stamp, console)
+        return _run(
+            args, sizes, layout, scenarios, server_names, out_path, chart_path, stamp, console
+        )
     finally:
         # Called in-process (not through the CLI), leave the caller as it was.
         os.environ.clear()
@@ -686,6 +859,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(
     args: argparse.Namespace,
     sizes: Sizes,
+    layout: Layout,
     scenarios: list[Scenario],
     server_names: tuple[ServerName, ...],
     out_path: Path,
@@ -707,7 +881,7 @@ def _run(
 
     rest_rounds = "rest" in kinds and "huddle" in server_names
     total = sizes.rounds * (len(scenarios) * len(server_names) + (1 if rest_rounds else 0))
-    needed_users = max([s.users for s in scenarios] + [1])
+    users_to_seed = needed_users(scenarios, layout)
     result: dict[str, Any] = {
         "schema": 1,
         "startedAt": _now(),
@@ -716,7 +890,9 @@ def _run(
         "source": source_version(),
         "loadavgStart": loadavg(),
         "cpus": {"server": harness.server_cpu, "loadgen": harness.loadgen_cpu},
-        "sizes": sizes.__dict__ | {"rooms": list(sizes.rooms), "idle": list(sizes.idle)},
+        "sizes": sizes.__dict__
+        | {"rooms": list(sizes.rooms), "idle": list(sizes.idle), "storm": list(sizes.storm)},
+        "layout": layout.describe(),
         "servers": list(server_names),
         "scenarios": [scenario_json(s) for s in scenarios],
         "scrubbedEnvironment": scrubbed,
@@ -728,10 +904,10 @@ def _run(
     try:
         console.print(
             f"huddle bench: {len(scenarios)} scenarios x {len(server_names)} servers x "
-            f"{sizes.rounds} rounds; seeding {needed_users} users …",
+            f"{sizes.rounds} rounds; seeding {users_to_seed} users …",
             highlight=False,
         )
-        template, seed_info = servers.make_template(work_dir, needed_users)
+        template, seed_info = servers.make_template(work_dir, users_to_seed, layout)
         result["seed"] = seed_info
         with _progress(console, not args.no_progress and console.is_terminal, total) as bar:
             for round_no in range(1, sizes.rounds + 1):

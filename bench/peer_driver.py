@@ -36,7 +36,7 @@ LOADGEN_SCRIPT: Final = BENCH_DIR / "loadgen" / "loadgen.js"
 # One package.json serves both the peer and the load generator.
 NODE_PACKAGE_DIRS: Final = (BENCH_DIR,)
 
-LOADGEN_MODES: Final = frozenset({"handshake", "reject", "fanout", "idle"})
+LOADGEN_MODES: Final = frozenset({"handshake", "reject", "fanout", "idle", "storm"})
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 JSONObject: TypeAlias = dict[str, Any]

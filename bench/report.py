@@ -1,4 +1,4 @@
-"""Medians, Huddle/Node ratios, goals (issue 5), the printed table and the PNG chart."""
+"""Medians, Huddle/Node ratios, goals (issues 5 and 12), the printed table and the PNG chart."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ Better = Literal["higher", "lower"]
 
 @dataclass(frozen=True)
 class Goal:
-    """A target from issue 5: on the Huddle/Node ratio, or on Huddle's own value."""
+    """A target from issue 5 or 12: on the Huddle/Node ratio, or on Huddle's own value."""
 
     kind: Literal["ratio_ge", "ratio_le", "huddle_ge", "huddle_eq"]
     value: float
@@ -49,13 +49,17 @@ class MetricSpec:
     reduce: Literal["median", "sum", "min"] = "median"
 
 
-# Which numbers each scenario kind reports, in table order.
+PRESENCE = MetricSpec("presenceFramesPerClient", "presence frames per client", "lower", chart=False)
+"""Mean `presence_changed` frames a client received (the peer sends none)."""
+
+# Which numbers each scenario kind reports, in table order (storm: `storm_specs`).
 SPECS: dict[str, list[MetricSpec]] = {
     "handshake": [
         MetricSpec("handshakesPerSec", "handshakes/s", "higher", Goal("ratio_ge", 1.0)),
         MetricSpec("serverCpuUsPerHandshake", "server CPU µs/handshake", "lower"),
         MetricSpec("p99Ms", "p99 handshake ms", "lower", chart=False),
         MetricSpec("failed", "failed handshakes", "lower", chart=False, reduce="sum"),
+        PRESENCE,
     ],
     "reject": [
         MetricSpec(
@@ -72,6 +76,18 @@ SPECS: dict[str, list[MetricSpec]] = {
         MetricSpec(
             "deliveryErrors", "lost+dup+out-of-order", "lower", Goal("huddle_eq", 0), False, "sum"
         ),
+        PRESENCE,
+    ],
+    "rest-fanout": [
+        MetricSpec("msgsPerSec", "delivered msgs/s", "higher"),
+        MetricSpec("serverCpuUsPerMsg", "server CPU µs/msg", "lower", Goal("ratio_le", 1.0)),
+        MetricSpec("p50Ms", "p50 latency ms", "lower"),
+        MetricSpec("p99Ms", "p99 latency ms", "lower"),
+        MetricSpec(
+            "deliveryErrors", "lost+dup+out-of-order", "lower", Goal("huddle_eq", 0), False, "sum"
+        ),
+        MetricSpec("triggerCallP99Ms", "p99 of one trigger/PATCH call ms", "lower", chart=False),
+        PRESENCE,
     ],
     "broadcast": [
         MetricSpec("p99Ms", "one broadcast p99 ms", "lower", Goal("ratio_le", 1.0)),
@@ -80,10 +96,12 @@ SPECS: dict[str, list[MetricSpec]] = {
         MetricSpec(
             "deliveryErrors", "lost+dup+out-of-order", "lower", Goal("huddle_eq", 0), False, "sum"
         ),
+        PRESENCE,
     ],
     "idle": [
         MetricSpec("rssPerConnKB", "RSS KB per idle connection", "lower"),
         MetricSpec("held", "connections held", "higher", chart=False, reduce="min"),
+        PRESENCE,
     ],
     "compression": [
         MetricSpec("msgsPerSec", "delivered msgs/s", "higher"),
@@ -92,16 +110,82 @@ SPECS: dict[str, list[MetricSpec]] = {
         MetricSpec(
             "deliveryErrors", "lost+dup+out-of-order", "lower", Goal("huddle_eq", 0), False, "sum"
         ),
+        PRESENCE,
     ],
     "rest": [
-        MetricSpec("requestsPerSec", "GET /api/users/{id}/teams req/s", "higher", chart=False),
+        MetricSpec(
+            "requestsPerSec",
+            "GET /api/users/{id}/teams req/s",
+            "higher",
+            Goal("huddle_ge", 2000),  # issue 12, carried over: on one core
+            chart=False,
+        ),
     ],
 }
 
 
+def storm_specs(phases: Sequence[Sequence[int]]) -> list[MetricSpec]:
+    """Per phase: rate, latency, CPU, presence; then memory at the end.
+
+    Issue 12's goals apply to the first phase (one team, on a cold server):
+    handshakes/s ≥ 1.0x and p99 ≤ 1.0x Node's.
+    """
+    out: list[MetricSpec] = []
+    for k, (first, last) in enumerate(phases, start=1):
+        name = f"phase {k} (users {first:,}-{last:,})"
+        one = k == 1
+        out += [
+            MetricSpec(
+                f"phase{k}.handshakesPerSec",
+                f"{name}: handshakes/s",
+                "higher",
+                Goal("ratio_ge", 1.0) if one else None,
+            ),
+            MetricSpec(f"phase{k}.p50Ms", f"{name}: p50 open→authenticated ms", "lower", None),
+            MetricSpec(
+                f"phase{k}.p99Ms",
+                f"{name}: p99 open→authenticated ms",
+                "lower",
+                Goal("ratio_le", 1.0) if one else None,
+            ),
+            MetricSpec(
+                f"phase{k}.serverCpuUsPerHandshake",
+                f"{name}: server CPU µs/handshake (until quiet)",
+                "lower",
+            ),
+            MetricSpec(
+                f"phase{k}.presenceFramesPerClient",
+                f"{name}: presence frames per online client",
+                "lower",
+                chart=False,
+            ),
+            MetricSpec(
+                f"phase{k}.presenceTailMs",
+                f"{name}: last frame after last handshake, ms",
+                "lower",
+                chart=False,
+            ),
+            MetricSpec(
+                f"phase{k}.failed", f"{name}: failed handshakes", "lower", chart=False, reduce="sum"
+            ),
+        ]
+    out += [
+        MetricSpec("rssPerConnKB", "RSS KB per connection at the end", "lower"),
+        MetricSpec("held", "connections held at the end", "higher", chart=False, reduce="min"),
+        PRESENCE,
+    ]
+    return out
+
+
+def specs_for(scenario: dict[str, Any]) -> list[MetricSpec]:
+    if scenario["kind"] == "storm":
+        return storm_specs(scenario.get("phases") or [])
+    return SPECS.get(scenario["kind"], [])
+
+
 def goal_for(scenario_key: str, kind: str, spec: MetricSpec, clients: int) -> Goal | None:
-    """Issue 5's goals; memory and capacity goals apply at their own sizes."""
-    if kind == "idle" and spec.key == "rssPerConnKB" and clients == 5000:
+    """Issues 5 and 12's goals; memory and capacity goals apply at their own sizes."""
+    if kind in ("idle", "storm") and spec.key == "rssPerConnKB" and clients == 5000:
         return Goal("ratio_le", 1.0)
     if kind == "idle" and spec.key == "held" and clients >= 10_000:
         return Goal("huddle_ge", clients)
@@ -128,7 +212,7 @@ def summarize(
     rows: list[dict[str, Any]] = []
     for scenario in scenarios:
         key, kind = scenario["key"], scenario["kind"]
-        for spec in SPECS.get(kind, []):
+        for spec in specs_for(scenario):
             values: dict[str, float | None] = {}
             rounds: dict[str, int] = {}
             for server in ("node", "huddle"):
@@ -337,7 +421,7 @@ def _goal_ratio(row: dict[str, Any]) -> float | None:
 
 
 def render_chart(rows: Sequence[dict[str, Any]], path: Path, *, subtitle: str) -> Path | None:
-    """A bar per charted metric from 1.0 to Huddle/Node (log scale), with issue 5's goals."""
+    """A bar per charted metric from 1.0 to Huddle/Node (log scale), with the issues' goals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,7 +471,9 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path, *, subtitle: str) -
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_yticks(positions)
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlabel("Huddle ÷ Node, median of rounds (log scale); black tick: the goal of issue 5")
+    ax.set_xlabel(
+        "Huddle ÷ Node, median of rounds (log scale); black tick: the goal (issues 5, 12)"
+    )
     ax.set_title(
         "Huddle vs the Node.js Socket.IO peer — green: goal met, red: not met, grey: no goal\n"
         + subtitle,

@@ -5,25 +5,31 @@ a flat dict of numbers (`metrics`) plus the load generator's own report
 (`raw`), so a reader can check who was the bottleneck: `loadgenCpuPct` near
 100 means the generator, not the server, set the pace.
 
-| kind | load generator | main numbers |
-| --- | --- | --- |
-| handshake | `handshake`: open, authenticate, close | handshakes/s, server CPU µs each |
-| reject | `reject --kind expired` | rejections/s, server CPU µs each |
-| fanout | `fanout`: a room of N, `count` events per round | msgs/s, p50/p99, CPU µs per msg |
-| broadcast | `fanout` with count 1 | one broadcast's p50/p99 to N clients |
-| idle | `idle`: hold N authenticated sockets | RSS per connection over a baseline |
+- handshake: `handshake`, open, authenticate, close; warm (every user once
+  first) or cold (nothing first). Handshakes/s, server CPU per handshake.
+- reject: `reject --kind expired`. Rejections/s, server CPU per rejection.
+- storm: `storm`, phases of users connecting 100 at a time and staying, on a
+  cold server. Handshakes/s, p50/p99, CPU per handshake, presence frames per
+  client, RSS per connection at the end.
+- fanout: `fanout`, a room of N, `count` events per round from the bench
+  trigger. Msgs/s, p50/p99, CPU per message, loss/duplicates/order.
+- rest-fanout: `fanout` whose trigger is `PATCH /api/tasks/{id}` on Huddle,
+  one editor or several at once; the same numbers. The peer has no REST API
+  and runs its bench trigger.
+- broadcast: `fanout` with count 1. One broadcast's p50/p99 to N clients.
+- idle: `idle`, hold N authenticated sockets. RSS per connection over a
+  baseline.
 
-Users: handshakes use distinct users 1..N. The rooms and idle sockets cycle
-through `users` distinct users (the `--users` option of main): Huddle
-announces `presence_changed` to the whole team whenever a user's first
-socket joins it, so N distinct users in one team cost up to N²/2 frames
-before the measurement starts (batched per PRESENCE_BATCH_MS window, one
-write per member per window, but still one frame per arrival and member);
-cycling 100 users keeps that to ~5,000 and changes nothing else measured.
+Users: every client of a scenario is a distinct user (users `first_user ..
+first_user + users - 1`), as in a real team, with presence on as Huddle
+ships it; the load generator counts the `presence_changed` frames each
+client receives. `users` below `clients` (the harness's `--users`) cycles
+that many users instead, for comparisons with older runs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +41,8 @@ from bench.servers import SECRET, Running, ServerOptions
 Metrics = dict[str, float | int | None]
 
 WARMUP_HANDSHAKES: Final = 100
+REST_EDIT_BODY: Final = '{"title":"bench edit {{n}}"}'
+"""Each PATCH changes the title to one never used before, so every call is an edit and an event."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class Scenario:
     title: str
     clients: int
     users: int
+    """Distinct users: the clients use users first_user .. first_user + users - 1, cycling."""
+    first_user: int = 1
     count: int = 1
     size: int = 300
     inner_rounds: int = 3
@@ -54,8 +64,26 @@ class Scenario:
     compression: bool = False
     settle_ms: int = 500
     """Pause before each fan-out round; idle waits 2x before its baseline and 4x after READY."""
+    quiet_ms: int = 2500
+    """After connecting, wait until no event frame came for this long (presence settling).
+
+    Longer than Huddle's longest presence window (2 s, for rooms of 4,000 or
+    more): a shorter wait could end before the last window's frames go out.
+    """
+    cold: bool = False
+    """handshake: no warm-up at all, as after a restart."""
+    phases: tuple[tuple[int, int], ...] = ()
+    """storm: (first user, last user) of each phase."""
+    editors: int = 1
+    """rest-fanout: users editing at once (1: the team's owner alone)."""
+    edit_tasks: tuple[tuple[int, int], ...] = ()
+    """rest-fanout: (editor's user id, id of the task they edit), one per editor."""
     extra: dict[str, Any] = field(default_factory=dict)
     huddle_env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def user_range(self) -> str:
+        return f"{self.first_user}-{self.first_user + self.users - 1}"
 
     @property
     def server_options(self) -> ServerOptions:
@@ -79,12 +107,16 @@ def _get(data: Any, *path: str) -> Any:
     return data
 
 
-def _median(values: list[float]) -> float | None:
+def _median(values: list[Any]) -> float | None:
     clean = sorted(v for v in values if isinstance(v, int | float))
     if not clean:
         return None
     mid = len(clean) // 2
     return clean[mid] if len(clean) % 2 else (clean[mid - 1] + clean[mid]) / 2
+
+
+def _kb(value: Any) -> float | None:
+    return round(value / 1024, 2) if isinstance(value, int | float) else None
 
 
 class Runner:
@@ -103,7 +135,9 @@ class Runner:
             return self._handshake(scenario, server)
         if scenario.kind == "reject":
             return self._reject(scenario, server)
-        if scenario.kind in ("fanout", "broadcast", "compression"):
+        if scenario.kind == "storm":
+            return self._storm(scenario, server)
+        if scenario.kind in ("fanout", "broadcast", "compression", "rest-fanout"):
             return self._fanout(scenario, server)
         if scenario.kind == "idle":
             return self._idle(scenario, server)
@@ -115,34 +149,37 @@ class Runner:
         With `every_user`, each of the scenario's users connects once, so that
         the measured pass reads teams and tasks from a warm cache, as the Node
         peer's in-memory map does (issue 5: "teams/tasks from the warm cache").
+        Otherwise the warm-up uses users the scenario does not (the ones
+        right after its range), so that its users stay cold.
         """
-        clients = (
-            scenario.users
-            if every_user
-            else min(WARMUP_HANDSHAKES, max(10, scenario.clients // 10))
-        )
+        if every_user:
+            clients, first = scenario.users, scenario.first_user
+        else:
+            clients = min(WARMUP_HANDSHAKES, max(10, scenario.clients // 10))
+            first = scenario.first_user + scenario.users
         self._loadgen(
             "handshake",
             {
                 "url": server.base_url,
                 "clients": clients,
                 "concurrency": min(scenario.concurrency, clients),
-                "users": f"1-{clients}",
-                "timeout": 120,
+                "users": f"{first}-{first + clients - 1}",
+                "timeout": 300,
             },
         )
 
     def _handshake(self, scenario: Scenario, server: Running) -> tuple[Metrics, dict[str, Any]]:
-        self._warm_up(scenario, server, every_user=True)
+        if not scenario.cold:
+            self._warm_up(scenario, server, every_user=True)
         raw = self._loadgen(
             "handshake",
             {
                 "url": server.base_url,
                 "clients": scenario.clients,
                 "concurrency": scenario.concurrency,
-                "users": f"1-{scenario.users}",
+                "users": scenario.user_range,
                 "server_pid": server.pid,
-                "connect_timeout": 30,
+                "connect_timeout": 60,
                 "timeout": max(120, scenario.clients // 20 + 60),
             },
         )
@@ -153,6 +190,7 @@ class Runner:
             "p50Ms": _num(_get(part, "latencyMs", "p50")),
             "p99Ms": _num(_get(part, "latencyMs", "p99")),
             "failed": scenario.clients - int(part.get("succeeded") or 0),
+            "presenceFramesPerClient": _num(_get(raw, "presence", "perClientMean")),
             "serverCpuPct": _num(_get(raw, "server", "pctOfOneCore")),
             "loadgenCpuPct": _num(_get(raw, "loadgenCpu", "pctOfOneCore")),
         }
@@ -166,7 +204,7 @@ class Runner:
                 "url": server.base_url,
                 "clients": scenario.clients,
                 "concurrency": scenario.concurrency,
-                "users": f"1-{scenario.users}",
+                "users": scenario.user_range,
                 "kind": "expired",
                 "server_pid": server.pid,
                 "connect_timeout": 30,
@@ -184,31 +222,109 @@ class Runner:
         }
         return metrics, raw
 
-    def _fanout(self, scenario: Scenario, server: Running) -> tuple[Metrics, dict[str, Any]]:
-        trigger = (
-            f"{server.base_url}/bench/broadcast?room=team:1"
-            f"&count={scenario.count}&size={scenario.size}"
+    def _storm(self, scenario: Scenario, server: Running) -> tuple[Metrics, dict[str, Any]]:
+        """Phases of distinct users on the fresh server, nothing before: every cache is cold."""
+        # Generous: quadratic presence took ~2 minutes for 2,000 users of one team.
+        drain_s = 600
+        raw = self._loadgen(
+            "storm",
+            {
+                "url": server.base_url,
+                "phases": ",".join(f"{a}-{b}" for a, b in scenario.phases),
+                "concurrency": scenario.concurrency,
+                "server_pid": server.pid,
+                "quiet": scenario.quiet_ms,
+                "drain_timeout": drain_s,
+                "connect_timeout": 120,
+                "timeout": min(7200, 120 + scenario.clients // 5 + len(scenario.phases) * drain_s),
+            },
         )
+        metrics: Metrics = {}
+        phases = raw.get("phases") or []
+        for k, phase in enumerate(phases, start=1):
+            shakes = phase.get("handshakes") or {}
+            metrics.update(
+                {
+                    f"phase{k}.handshakesPerSec": _num(shakes.get("perSec")),
+                    f"phase{k}.p50Ms": _num(_get(shakes, "latencyMs", "p50")),
+                    f"phase{k}.p99Ms": _num(_get(shakes, "latencyMs", "p99")),
+                    f"phase{k}.serverCpuUsPerHandshake": _num(
+                        _get(phase, "serverUntilQuiet", "cpuUsPerHandshake")
+                    ),
+                    f"phase{k}.serverCpuUsPerHandshakeConnect": _num(
+                        _get(phase, "server", "cpuUsPerHandshake")
+                    ),
+                    f"phase{k}.presenceFramesPerClient": _num(
+                        _get(phase, "presence", "perOnlineClient")
+                    ),
+                    f"phase{k}.presenceTailMs": _num(_get(phase, "drain", "lastFrameMs")),
+                    f"phase{k}.failed": int(shakes.get("requested") or 0)
+                    - int(shakes.get("succeeded") or 0),
+                }
+            )
+        first = phases[0] if phases else {}
+        metrics.update(
+            {
+                "rssPerConnKB": _kb(_get(raw, "server", "rssPerConnBytes")),
+                "held": _num(raw.get("held")),
+                "presenceFramesPerClient": _num(_get(raw, "presence", "perClientMean")),
+                "presenceFrames": _num(_get(raw, "presence", "frames")),
+                "serverCpuPct": _num(_get(first, "server", "pctOfOneCore")),
+                "loadgenCpuPct": _num(_get(first, "loadgenCpu", "pctOfOneCore")),
+            }
+        )
+        return metrics, raw
+
+    def _trigger(self, scenario: Scenario, server: Running) -> dict[str, peer_driver.LoadgenOption]:
+        """How a fan-out round makes its events: the bench trigger, or REST edits on Huddle.
+
+        The peer has no REST API, so in `rest-fanout` it runs its bench trigger
+        (the round's events in one call), and the report compares Huddle's REST
+        path with that (issue 12's table does the same).
+        """
+        if scenario.kind != "rest-fanout" or server.name != "huddle":
+            return {
+                "trigger_url": f"{server.base_url}/bench/broadcast?room=team:1"
+                f"&count={scenario.count}&size={scenario.size}",
+            }
+        plan = [
+            {"url": f"{server.base_url}/api/tasks/{task_id}", "auth": f"mint:{user_id}"}
+            for user_id, task_id in scenario.edit_tasks
+        ]
+        return {
+            "trigger_plan": json.dumps(plan),
+            "trigger_method": "PATCH",
+            "trigger_body": REST_EDIT_BODY,
+            "trigger_repeat": scenario.count // len(plan),
+        }
+
+    def _fanout(self, scenario: Scenario, server: Running) -> tuple[Metrics, dict[str, Any]]:
         expected_s = scenario.clients * scenario.count / 1000  # at a pessimistic 1k msgs/s
         round_timeout = int(min(600, max(30, expected_s * 2)))
         total_rounds = scenario.warmup + scenario.inner_rounds
+        drain_s = 600
         raw = self._loadgen(
             "fanout",
             {
                 "url": server.base_url,
                 "clients": scenario.clients,
                 "concurrency": scenario.concurrency,
-                "users": f"1-{scenario.users}",
+                "users": scenario.user_range,
                 "server_pid": server.pid,
-                "trigger_url": trigger,
+                **self._trigger(scenario, server),
                 "expect": scenario.count,
                 "rounds": scenario.inner_rounds,
                 "warmup": scenario.warmup,
                 "round_timeout": round_timeout,
                 "settle": scenario.settle_ms,
+                "quiet": scenario.quiet_ms,
+                "drain_timeout": drain_s,
                 "deflate": scenario.compression,
-                "connect_timeout": 30,
-                "timeout": min(7200, 120 + scenario.clients // 20 + total_rounds * round_timeout),
+                "connect_timeout": 120,
+                "timeout": min(
+                    7200,
+                    120 + scenario.clients // 5 + drain_s + total_rounds * round_timeout,
+                ),
             },
         )
         summary = raw.get("summary") or {}
@@ -230,6 +346,9 @@ class Runner:
             "outOfOrder": _num(summary.get("totalOutOfOrder")),
             "deliveryErrors": errors if measured else None,
             "receivers": _num(raw.get("receivers")),
+            "presenceFramesPerClient": _num(_get(raw, "presence", "perClientMean")),
+            "connectPerSec": _num(_get(raw, "connect", "perSec")),
+            "triggerCallP99Ms": _median([_get(r, "trigger", "callMs", "p99") for r in measured]),
             "serverCpuPct": _median([_get(r, "server", "pctOfOneCore") for r in measured]),
             "loadgenCpuPct": _num(summary.get("medianLoadgenCpuPct")),
             "frameBytes": _num(_get(measured[0], "trigger", "firstResponse", "frameBytes"))
@@ -247,15 +366,17 @@ class Runner:
                 "url": server.base_url,
                 "clients": scenario.clients,
                 "concurrency": scenario.concurrency,
-                "users": f"1-{scenario.users}",
+                "users": scenario.user_range,
                 "server_pid": server.pid,
-                "connect_timeout": 60,
-                "hold": 1800,
-                "timeout": 3600,
+                "connect_timeout": 120,
+                "quiet": scenario.quiet_ms,
+                "drain_timeout": 600,
+                "hold": 3600,
+                "timeout": 7200,
             },
             secret=SECRET,
             cpu=self.cpu,
-            ready_timeout=1800.0,
+            ready_timeout=3600.0,
         )
         self.idle_loads.append(load)
         try:
@@ -274,6 +395,7 @@ class Runner:
             "baselineRssMB": round(baseline.rss_bytes / 1e6, 1),
             "loadedRssMB": round(loaded.rss_bytes / 1e6, 1),
             "connectPerSec": _num(_get(raw, "connect", "perSec")),
+            "presenceFramesPerClient": _num(_get(raw, "presence", "perClientMean")),
         }
         return metrics, raw
 

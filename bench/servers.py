@@ -5,7 +5,9 @@
   bench trigger on (BENCH_ENDPOINTS), rate limits off, warnings-only logs.
 
 Both answer `POST /bench/broadcast?room=team:1&count=N&size=S` and accept the
-load generator's tokens (HS256 with the same secret, `sub` = 1..N).
+load generator's tokens (HS256 with the same secret, `sub` = 1..N), and both
+put each user in the same teams (`bench.seed.Layout`: the seed writes it into
+Huddle's database, the peer gets it in its environment).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Final, Literal
 
 from bench import peer_driver
 from bench.peer_driver import ServerProcess
+from bench.seed import Layout
 
 ServerName = Literal["node", "huddle"]
 SERVERS: Final[tuple[ServerName, ...]] = ("node", "huddle")
@@ -42,19 +45,20 @@ class Template:
 
     directory: Path
     users: int
+    layout: Layout
 
     @property
     def database(self) -> Path:
         return self.directory / DB_NAME
 
 
-def make_template(parent: Path, users: int) -> tuple[Template, dict[str, object]]:
-    """Seed `users` users into a new SQLite database under `parent`."""
+def make_template(parent: Path, users: int, layout: Layout) -> tuple[Template, dict[str, object]]:
+    """Seed `users` users, laid out by `layout`, into a new SQLite database under `parent`."""
     from bench.seed import seed
 
     directory = parent / "template"
-    info = seed(directory, users=users)
-    return Template(directory, users), info
+    info = seed(directory, users=users, layout=layout)
+    return Template(directory, users, layout), info
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,11 @@ def start(
     os.close(fd)
     log_path = Path(log_name)
     if name == "node":
-        env = {"PEER_PER_MESSAGE_DEFLATE": "true" if options.compression else "false"}
+        env = {
+            "PEER_PER_MESSAGE_DEFLATE": "true" if options.compression else "false",
+            "PEER_MAX_USER_ID": str(template.users),
+            **template.layout.peer_env(),
+        }
         peer = peer_driver.start_peer(SECRET, cpu=cpu, env=env, log_path=log_path)
         return Running(name, peer)
     data_dir = Path(tempfile.mkdtemp(prefix="huddle-", dir=work_dir))

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -71,45 +71,120 @@ async def run_report(
     timeout: float,
     label: str,
     server_log: Callable[[], str],
+    control: Callable[[str], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """Run a Node.js driver that prints one JSON report line; its `result`, or fail the test.
 
     The configuration (tokens among it) travels in the environment variable
     `env_name`, never on the command line. DEBUG is dropped: it would make
     socket.io-client log packets, tokens included.
+
+    `control` lets the driver ask the test to act mid-run (stop a server,
+    start it again): a stdout line `{"control": "<name>"}` awaits
+    `control(name)`, then the driver reads `{"done": "<name>"}` on stdin.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", env_name)}
     env[env_name] = json.dumps(config)
-    try:
-        done = await asyncio.to_thread(
-            subprocess.run,
+    if control is None:
+        try:
+            done = await asyncio.to_thread(
+                subprocess.run,
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(
+                f"{label} did not finish in {timeout}s\nstderr: {str(exc.stderr or '')[-2000:]}"
+                f"\nserver log:\n{server_log()}",
+                pytrace=False,
+            )
+        returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
+    else:
+        returncode, stdout, stderr = await _run_with_control(
             argv,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
             timeout=timeout,
-            check=False,
+            label=label,
+            control=control,
+            server_log=server_log,
         )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(
-            f"{label} did not finish in {timeout}s\nstderr: {str(exc.stderr or '')[-2000:]}"
-            f"\nserver log:\n{server_log()}",
-            pytrace=False,
-        )
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    lines = [line for line in stdout.splitlines() if line.strip()]
     try:
         report: dict[str, Any] = json.loads(lines[-1])
     except (IndexError, ValueError):
-        report = {"ok": False, "error": f"no JSON line on stdout: {done.stdout[-2000:]!r}"}
-    if done.returncode != 0 or not report.get("ok"):
+        report = {"ok": False, "error": f"no JSON line on stdout: {stdout[-2000:]!r}"}
+    if returncode != 0 or not report.get("ok"):
         details = {k: v for k, v in report.items() if k not in ("ok", "scenario")}
         pytest.fail(
-            f"{label} failed (exit {done.returncode}):\n"
+            f"{label} failed (exit {returncode}):\n"
             f"{json.dumps(details, indent=1)[-6000:]}\n"
-            f"stderr: {done.stderr[-2000:]}\nserver log:\n{server_log()}",
+            f"stderr: {stderr[-2000:]}\nserver log:\n{server_log()}",
             pytrace=False,
         )
     result: dict[str, Any] = report["result"]
     return result
+
+
+async def _run_with_control(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    label: str,
+    control: Callable[[str], Awaitable[None]],
+    server_log: Callable[[], str],
+) -> tuple[int, str, str]:
+    """Run the driver, answering its control requests; (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=2**24,  # the report line can be long
+    )
+    assert process.stdin is not None and process.stdout is not None
+    assert process.stderr is not None
+    stdin, stdout_stream = process.stdin, process.stdout
+    stderr_task = asyncio.ensure_future(process.stderr.read())
+    out: list[str] = []
+
+    async def converse() -> None:
+        while line := (await stdout_stream.readline()).decode(errors="replace"):
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if isinstance(message, dict) and isinstance(message.get("control"), str):
+                name = message["control"]
+                await control(name)
+                stdin.write((json.dumps({"done": name}) + "\n").encode())
+                await stdin.drain()
+            else:
+                out.append(line)
+        await process.wait()
+
+    try:
+        await asyncio.wait_for(converse(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        stderr = (await stderr_task).decode(errors="replace")
+        pytest.fail(
+            f"{label} did not finish in {timeout}s\nstderr: {stderr[-2000:]}"
+            f"\nserver log:\n{server_log()}",
+            pytrace=False,
+        )
+    stderr = (await stderr_task).decode(errors="replace")
+    returncode = process.returncode
+    assert returncode is not None
+    return returncode, "".join(out), stderr

@@ -8,6 +8,12 @@
  * hands every other EVENT frame to the caller as the raw Buffer, undecoded.
  * Over the websocket transport Engine.IO sends one packet per WebSocket
  * message, so one message is one packet.
+ *
+ * Every client counts the `presence_changed` frames it receives (and their
+ * bytes), before and after it settles, with the same prefix comparison: the
+ * benchmark reports what presence costs each user without decoding a frame.
+ * `frameCounter.frames` counts every EVENT frame of every client, so that a
+ * caller can wait until the wire has gone quiet.
  */
 
 const WebSocket = require('ws');
@@ -19,7 +25,15 @@ const CH_4 = 0x34;
 
 const AUTHENTICATED = Buffer.from('42["authenticated"');
 const AUTH_ERROR = Buffer.from('42["authentication_error"');
+const PRESENCE = Buffer.from('42["presence_changed"');
 const PONG = '3';
+
+/**
+ * EVENT frames received by all clients of this process (any event name), for
+ * quiet detection, and the `presence_changed` ones among them. Pings are not
+ * counted: they never stop while sockets are held.
+ */
+const frameCounter = { frames: 0, presenceFrames: 0, presenceBytes: 0 };
 
 function startsWith(buf, prefix) {
   return buf.length >= prefix.length && buf.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
@@ -56,6 +70,7 @@ class BenchClient {
     this.startedAt = process.hrtime.bigint();
     this.settledAt = 0n;
     this.authJson = authJson;
+    this.presenceFrames = 0;
     this.timer = setTimeout(() => this.settle('timeout', null), options.connectTimeoutMs);
     this.ws = new WebSocket(wsUrl, {
       perMessageDeflate: options.deflate,
@@ -86,6 +101,12 @@ class BenchClient {
     if (c0 === CH_4) {
       const c1 = buf[1];
       if (c1 === CH_2) {
+        frameCounter.frames += 1;
+        if (buf[4] === 0x70 && startsWith(buf, PRESENCE)) { // 'p': 42["p…
+          this.presenceFrames += 1;
+          frameCounter.presenceFrames += 1;
+          frameCounter.presenceBytes += buf.length;
+        }
         if (this.settled) {
           if (this.hooks.onEvent) this.hooks.onEvent(this, buf);
         } else if (startsWith(buf, AUTHENTICATED)) {
@@ -128,4 +149,4 @@ class BenchClient {
   }
 }
 
-module.exports = { BenchClient, startsWith };
+module.exports = { BenchClient, frameCounter, startsWith };

@@ -13,9 +13,9 @@
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
 const { performance } = require('node:perf_hooks');
-const { BenchClient, startsWith } = require('./client');
+const { BenchClient, frameCounter, startsWith } = require('./client');
 const { Histogram, cpuMsSince, procSample, procDelta, round } = require('./stats');
-const { secretFromEnv, mintToken, parseUserRange, userFor } = require('./tokens');
+const { secretFromEnv, mintToken, parseUserRange, parsePhases, userFor } = require('./tokens');
 
 const USAGE = `usage: node loadgen.js <mode> [options]      (JWT_SECRET in the environment)
 
@@ -30,6 +30,14 @@ modes
              report msgs/s, latency (receive time - sentAt), loss, duplicates, order
   idle       open --clients authenticated connections, print READY on stderr, hold
              them --hold seconds or until stdin (when a pipe) closes
+  storm      for each range of --phases in turn, connect every user of the range
+             (--concurrency at a time) and keep them all connected; after each
+             phase wait until no event frame arrived for --quiet ms; report per
+             phase handshakes/s, latency, server CPU, presence frames, and the
+             server's RSS per connection at the end over its RSS before phase 1
+
+Every mode counts the presence_changed frames its clients receive (a prefix
+test, no decoding) and reports them under "presence".
 
 common options
   --url URL               server base, http:// or ws:// on loopback [http://127.0.0.1:3101]
@@ -37,6 +45,7 @@ common options
   --clients N             connections [200]
   --concurrency C         connection attempts in flight at once [50]
   --users A-B             user ids for the tokens' sub, cycled [1-10000]
+                          (give as many ids as --clients for distinct users)
   --connect-timeout S     per connection, until authenticated or refused [10]
   --timeout S             whole run [120]
   --server-pid PID        also report that process's CPU and RSS from /proc
@@ -46,15 +55,26 @@ fanout options
   --trigger-method M      [POST]
   --trigger-body JSON     request body (content-type application/json); {{i}} = call index
   --trigger-auth SPEC     bearer token: mint:<userId> (minted here) or env:<VAR>
-  --trigger-repeat R      trigger calls per round, one after another [1]
+  --trigger-repeat R      trigger calls per round (per worker), one after another [1]
+  --trigger-plan JSON     several callers at once: a list of {url?, body?, auth?}, one
+                          per worker, each falling back to the options above; each
+                          worker makes --trigger-repeat calls one after another.
+                          In URL and body, {{i}} = call index within the worker's
+                          round, {{w}} = worker index, {{n}} = a number unique in the run
   --expect K              events each client should receive per round [required]
   --event NAME            event counted [task_updated]
   --rounds R              measured rounds on the same connections [1]
   --warmup W              unmeasured rounds before them (warm JITs, HTTP client) [0]
   --round-timeout S       [30]
   --settle MS             pause before each round [500]
+  --quiet MS              after connecting, wait until no event frame came for MS
+                          (presence settling), at most --drain-timeout [500]
+  --drain-timeout S       [120]
 idle options
   --hold S                [30]
+storm options
+  --phases A-B,C-D        user ranges, one per phase, not overlapping [1-200]
+  --quiet MS, --drain-timeout S   as for fanout, after each phase
 `;
 
 const OPTIONS = {
@@ -81,10 +101,16 @@ const OPTIONS = {
   'round-timeout': { type: 'string', default: '30' },
   settle: { type: 'string', default: '500' },
   hold: { type: 'string', default: '30' },
+  'trigger-plan': { type: 'string' },
+  quiet: { type: 'string', default: '500' },
+  'drain-timeout': { type: 'string', default: '120' },
+  phases: { type: 'string', default: '1-200' },
   help: { type: 'boolean', short: 'h', default: false },
 };
 
-const MODES = new Set(['handshake', 'reject', 'fanout', 'idle']);
+const MODES = new Set(['handshake', 'reject', 'fanout', 'idle', 'storm']);
+const MAX_TRIGGER_WORKERS = 100;
+const TRIGGER_AUTH_RE = /^(mint:\d+|env:[A-Za-z_][A-Za-z0-9_]*)$/;
 const MAX_CLIENTS = 50_000;
 const MAX_TRACKED_DELIVERIES = 50_000_000;
 const POLL_MS = 5;
@@ -117,10 +143,50 @@ function loopbackUrl(text, what, protocols) {
   return url;
 }
 
+/** Fills {{i}}, {{w}} and {{n}} of a trigger URL or body. */
+function fillTemplate(text, i, w, n) {
+  return text.replaceAll('{{i}}', String(i)).replaceAll('{{w}}', String(w)).replaceAll('{{n}}', String(n));
+}
+
+/** One {url, body, auth} per trigger worker: --trigger-plan's entries, or the single caller. */
+function parseTriggerPlan(text, base) {
+  let plan = [{}];
+  if (text !== undefined) {
+    try {
+      plan = JSON.parse(text);
+    } catch {
+      throw new UsageError('--trigger-plan must be JSON');
+    }
+    if (!Array.isArray(plan) || plan.length < 1 || plan.length > MAX_TRIGGER_WORKERS
+        || !plan.every((e) => e !== null && typeof e === 'object' && !Array.isArray(e))) {
+      throw new UsageError(`--trigger-plan must be a list of 1..${MAX_TRIGGER_WORKERS} objects`);
+    }
+  }
+  return plan.map((entry, w) => {
+    const worker = { url: entry.url ?? base.url, body: entry.body ?? base.body, auth: entry.auth ?? base.auth };
+    for (const key of ['url', 'body', 'auth']) {
+      if (worker[key] !== undefined && typeof worker[key] !== 'string') throw new UsageError(`--trigger-plan[${w}].${key} must be a string`);
+    }
+    if (worker.url === undefined) throw new UsageError(`--trigger-plan[${w}]: no url`);
+    loopbackUrl(fillTemplate(worker.url, 0, w, 0), '--trigger-url', ['http:', 'https:']);
+    if (worker.body !== undefined) {
+      try {
+        JSON.parse(fillTemplate(worker.body, 0, w, 0));
+      } catch {
+        throw new UsageError('--trigger-body must be JSON');
+      }
+    }
+    if (worker.auth !== undefined && !TRIGGER_AUTH_RE.test(worker.auth)) {
+      throw new UsageError('--trigger-auth must be mint:<userId> or env:<VAR>');
+    }
+    return worker;
+  });
+}
+
 function parseCli(argv) {
   const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   if (values.help) return { help: true };
-  if (positionals.length !== 1 || !MODES.has(positionals[0])) throw new UsageError('give exactly one mode: handshake, reject, fanout or idle');
+  if (positionals.length !== 1 || !MODES.has(positionals[0])) throw new UsageError('give exactly one mode: handshake, reject, fanout, idle or storm');
   const mode = positionals[0];
   const base = loopbackUrl(values.url, '--url', ['http:', 'https:', 'ws:', 'wss:']);
   const wsProtocol = base.protocol === 'https:' || base.protocol === 'wss:' ? 'wss:' : 'ws:';
@@ -139,12 +205,24 @@ function parseCli(argv) {
     kind: values.kind,
     event: values.event,
     holdMs: intOption(values, 'hold', 0, 3600) * 1000,
+    quietMs: intOption(values, 'quiet', 0, 60_000),
+    drainTimeoutMs: intOption(values, 'drain-timeout', 0, 3600) * 1000,
   };
+  if (mode === 'storm') {
+    try {
+      cfg.phases = parsePhases(values.phases);
+    } catch (err) {
+      throw new UsageError(err.message);
+    }
+    cfg.clients = cfg.phases.reduce((a, r) => a + r.size, 0);
+    if (cfg.clients > MAX_CLIENTS) throw new UsageError(`--phases: at most ${MAX_CLIENTS} users in all`);
+  }
   if (!['expired', 'invalid'].includes(cfg.kind)) throw new UsageError('--kind must be expired or invalid');
   if (!/^[A-Za-z0-9_:.-]{1,100}$/.test(cfg.event)) throw new UsageError('--event: letters, digits, _ : . - only');
   if (mode === 'fanout') {
-    if (values['trigger-url'] === undefined) throw new UsageError('fanout needs --trigger-url');
-    loopbackUrl(values['trigger-url'].replaceAll('{{i}}', '0'), '--trigger-url', ['http:', 'https:']);
+    if (values['trigger-url'] === undefined && values['trigger-plan'] === undefined) {
+      throw new UsageError('fanout needs --trigger-url or --trigger-plan');
+    }
     cfg.trigger = {
       url: values['trigger-url'],
       method: values['trigger-method'].toUpperCase(),
@@ -152,16 +230,7 @@ function parseCli(argv) {
       auth: values['trigger-auth'],
       repeat: intOption(values, 'trigger-repeat', 1, 100_000),
     };
-    if (cfg.trigger.body !== undefined) {
-      try {
-        JSON.parse(cfg.trigger.body.replaceAll('{{i}}', '0'));
-      } catch {
-        throw new UsageError('--trigger-body must be JSON');
-      }
-    }
-    if (cfg.trigger.auth !== undefined && !/^(mint:\d+|env:[A-Za-z_][A-Za-z0-9_]*)$/.test(cfg.trigger.auth)) {
-      throw new UsageError('--trigger-auth must be mint:<userId> or env:<VAR>');
-    }
+    cfg.trigger.workers = parseTriggerPlan(values['trigger-plan'], cfg.trigger);
     cfg.expect = intOption(values, 'expect', 1, 1_000_000);
     cfg.rounds = intOption(values, 'rounds', 1, 100);
     cfg.warmup = intOption(values, 'warmup', 0, 10);
@@ -249,7 +318,7 @@ function openPool(cfg, auths, { accept, keepOpen, onEvent }) {
         result.started += 1;
         inFlight += 1;
         const client = new BenchClient(index, cfg.wsUrl, auths[index], cfg, hooks);
-        if (keepOpen) result.clients.push(client);
+        result.clients.push(client); // closed ones too: their presence counts are reported
       }
     };
     const guard = setInterval(() => {
@@ -276,6 +345,60 @@ function serverSample(cfg) {
   return cfg.serverPid === null ? null : procSample(cfg.serverPid);
 }
 
+/** A copy of the process-wide frame counts, to subtract later. */
+function frameMark() {
+  return { ...frameCounter };
+}
+
+function framesSince(mark) {
+  return {
+    eventFrames: frameCounter.frames - mark.frames,
+    presenceFrames: frameCounter.presenceFrames - mark.presenceFrames,
+    presenceBytes: frameCounter.presenceBytes - mark.presenceBytes,
+  };
+}
+
+/**
+ * Presence frames each client received over its whole life in this run:
+ * their total, bytes, and the per-client mean, median and maximum.
+ */
+function presenceReport(clients) {
+  const counts = clients.map((c) => c.presenceFrames).sort((a, b) => a - b);
+  const total = counts.reduce((a, c) => a + c, 0);
+  return {
+    clients: counts.length,
+    frames: total,
+    bytes: frameCounter.presenceBytes,
+    perClientMean: counts.length > 0 ? round(total / counts.length, 2) : null,
+    perClientP50: counts.length > 0 ? counts[Math.floor(counts.length / 2)] : null,
+    perClientMax: counts.length > 0 ? counts[counts.length - 1] : null,
+  };
+}
+
+/**
+ * Waits until no event frame has arrived for `quietMs` (presence announcements
+ * of a connection storm settling), at most `timeoutMs`. Resolves with how long
+ * it waited in all and whether it went quiet.
+ */
+async function waitQuiet(quietMs, timeoutMs) {
+  const started = performance.now();
+  const limit = Date.now() + timeoutMs;
+  let seen = frameCounter.frames;
+  let quietSince = performance.now();
+  while (performance.now() - quietSince < quietMs) {
+    if (run.aborted || Date.now() >= Math.min(limit, run.deadline)) {
+      return { quiet: false, waitedMs: round(performance.now() - started, 1), lastFrameMs: round(quietSince - started, 1) };
+    }
+    await sleep(Math.min(20, Math.max(1, quietMs / 10)));
+    if (frameCounter.frames !== seen) {
+      seen = frameCounter.frames;
+      quietSince = performance.now();
+    }
+  }
+  // lastFrameMs: when the last frame came, after the wait began (0 if none came).
+  return { quiet: true, waitedMs: round(performance.now() - started, 1), lastFrameMs: round(quietSince - started, 1) };
+}
+
 // ---------------------------------------------------------------------------
 // Modes
 // ---------------------------------------------------------------------------
@@ -295,6 +418,7 @@ async function handshakeMode(cfg, secret, kind) {
   const out = {
     ok: pool.ok === cfg.clients,
     [kind === 'valid' ? 'handshakes' : 'rejections']: report,
+    presence: presenceReport(pool.clients),
     tokenMintMs: mintMs,
     loadgenCpu: withPct(cpuMsSince(cpu0), report.durationMs),
     server: procDelta(srv0, serverSample(cfg), pool.ok, kind === 'valid' ? 'cpuUsPerHandshake' : 'cpuUsPerRejection'),
@@ -308,6 +432,8 @@ async function idleMode(cfg, secret) {
   const srvBefore = serverSample(cfg);
   const pool = await openPool(cfg, auths, { accept: (o) => o === 'authenticated', keepOpen: true });
   const live = pool.clients.filter((c) => c.authenticated);
+  // The arrivals' presence announcements settle before the caller reads the server.
+  const drain = await waitQuiet(cfg.quietMs, cfg.drainTimeoutMs);
   const srvReady = serverSample(cfg);
   process.stderr.write('READY\n');
   let stdinClosed = false;
@@ -343,9 +469,85 @@ async function idleMode(cfg, secret) {
       heldMs: Math.round(performance.now() - holdStart),
       droppedWhileHeld: dropped,
       endedBy: stdinClosed ? 'stdin' : run.aborted ? 'signal' : 'hold',
+      drain,
+      presence: presenceReport(live),
       server,
     },
     clients: pool.clients,
+  };
+}
+
+// --- storm ------------------------------------------------------------------
+
+/**
+ * A restart's reconnection storm: each phase connects every user of its range,
+ * `--concurrency` at a time, and all stay connected; then the wire must go
+ * quiet (presence settling) before the next phase. Server CPU is reported for
+ * the connect window and through the quiet wait (what the arrivals cost in
+ * all, presence included); RSS per connection is taken at the end, over the
+ * fresh server's RSS before phase 1.
+ */
+async function stormMode(cfg, secret) {
+  const srvStart = serverSample(cfg);
+  const cpuStart = process.cpuUsage();
+  const phases = [];
+  const pools = [];
+  for (const range of cfg.phases) {
+    if (run.aborted || Date.now() >= run.deadline) break;
+    const auths = Array.from({ length: range.size }, (_, i) => JSON.stringify({ token: mintToken(secret, range.first + i, 'valid') }));
+    const phaseCfg = { ...cfg, clients: range.size };
+    const mark = frameMark();
+    const lg0 = process.cpuUsage();
+    const srv0 = serverSample(cfg);
+    const pool = await openPool(phaseCfg, auths, { accept: (o) => o === 'authenticated', keepOpen: true });
+    const srvConnected = serverSample(cfg);
+    const atConnected = framesSince(mark);
+    const handshakes = poolReport(pool, phaseCfg);
+    const lgConnect = cpuMsSince(lg0);
+    const drain = await waitQuiet(cfg.quietMs, cfg.drainTimeoutMs);
+    const srvQuiet = serverSample(cfg);
+    pools.push(pool);
+    const online = pools.reduce((a, p) => a + p.clients.filter((c) => c.authenticated && !c.closed).length, 0);
+    const frames = framesSince(mark);
+    phases.push({
+      users: `${range.first}-${range.last}`,
+      handshakes,
+      // CPU per handshake over the connect window, and through the quiet wait.
+      server: procDelta(srv0, srvConnected, pool.ok, 'cpuUsPerHandshake'),
+      serverUntilQuiet: procDelta(srv0, srvQuiet, pool.ok, 'cpuUsPerHandshake'),
+      drain,
+      onlineAtEnd: online,
+      presence: {
+        framesDuringConnect: atConnected.presenceFrames,
+        frames: frames.presenceFrames,
+        bytes: frames.presenceBytes,
+        perOnlineClient: online > 0 ? round(frames.presenceFrames / online, 2) : null,
+        perArrival: pool.ok > 0 ? round(frames.presenceFrames / pool.ok, 2) : null,
+      },
+      otherEventFrames: frames.eventFrames - frames.presenceFrames,
+      loadgenCpu: withPct(lgConnect, handshakes.durationMs),
+    });
+  }
+  const srvEnd = serverSample(cfg);
+  const all = pools.flatMap((p) => p.clients);
+  const live = all.filter((c) => c.authenticated && !c.closed);
+  const failed = all.filter((c) => !c.authenticated).length;
+  const wantedPhases = cfg.phases.length;
+  return {
+    out: {
+      ok: phases.length === wantedPhases && live.length === cfg.clients && failed === 0,
+      phases,
+      held: live.length,
+      presence: presenceReport(all),
+      loadgenCpu: cpuMsSince(cpuStart),
+      server: srvStart === null || srvEnd === null ? null : {
+        cpuMs: round(srvEnd.cpuMs - srvStart.cpuMs, 1),
+        rssStartBytes: srvStart.rssBytes,
+        rssEndBytes: srvEnd.rssBytes,
+        rssPerConnBytes: live.length > 0 ? Math.round((srvEnd.rssBytes - srvStart.rssBytes) / live.length) : null,
+      },
+    },
+    clients: all,
   };
 }
 
@@ -471,62 +673,87 @@ function makeFanoutHandler() {
   return handler;
 }
 
-async function triggerHeaders(cfg, secret) {
+function triggerHeaders(body, auth, secret) {
   const headers = {};
-  if (cfg.trigger.body !== undefined) headers['content-type'] = 'application/json';
-  const auth = cfg.trigger.auth;
+  if (body !== undefined) headers['content-type'] = 'application/json';
   if (auth === undefined) return headers;
   const [kind, arg] = [auth.slice(0, auth.indexOf(':')), auth.slice(auth.indexOf(':') + 1)];
+  // Minted for an hour: longer than any run's --timeout allows.
   const token = kind === 'mint' ? mintToken(secret, Number(arg), 'valid') : process.env[arg];
   if (!token) throw new UsageError(`--trigger-auth ${kind}: no token (is ${arg} set?)`);
   headers.authorization = `Bearer ${token}`;
   return headers;
 }
 
-async function fireTriggers(cfg, headers, untilMs) {
-  const calls = { count: 0, errors: [], totalMs: 0, firstResponse: null };
-  for (let i = 0; i < cfg.trigger.repeat; i += 1) {
-    if (run.aborted || Date.now() >= Math.min(untilMs, run.deadline)) break;
-    const started = performance.now();
-    try {
-      const res = await fetch(cfg.trigger.url.replaceAll('{{i}}', String(i)), {
-        method: cfg.trigger.method,
-        headers,
-        body: cfg.trigger.body === undefined ? undefined : cfg.trigger.body.replaceAll('{{i}}', String(i)),
-        redirect: 'error',
-        signal: AbortSignal.timeout(Math.max(1, Math.min(untilMs, run.deadline) - Date.now())),
-      });
-      const text = (await res.text()).slice(0, 2000);
-      calls.count += 1;
-      if (calls.firstResponse === null) {
-        try {
-          calls.firstResponse = JSON.parse(text);
-        } catch {
-          calls.firstResponse = text.slice(0, 300);
+/** Each worker's URL and body templates with its request headers (tokens minted once). */
+function triggerWorkers(cfg, secret) {
+  return cfg.trigger.workers.map((w) => ({ ...w, headers: triggerHeaders(w.body, w.auth, secret) }));
+}
+
+/**
+ * One round's trigger calls: every worker at once, each making `repeat` calls
+ * one after another (a worker waits for each answer before the next call, as
+ * a user editing does). The first failure stops every worker.
+ */
+async function fireTriggers(cfg, workers, untilMs, seq) {
+  const calls = { count: 0, workers: workers.length, errors: [], totalMs: 0, firstResponse: null, callMs: null };
+  const callLatency = new Histogram();
+  const one = async (worker, w) => {
+    for (let i = 0; i < cfg.trigger.repeat; i += 1) {
+      if (calls.errors.length > 0 || run.aborted || Date.now() >= Math.min(untilMs, run.deadline)) return;
+      const n = seq.next;
+      seq.next += 1;
+      const started = performance.now();
+      try {
+        const res = await fetch(fillTemplate(worker.url, i, w, n), {
+          method: cfg.trigger.method,
+          headers: worker.headers,
+          body: worker.body === undefined ? undefined : fillTemplate(worker.body, i, w, n),
+          redirect: 'error',
+          signal: AbortSignal.timeout(Math.max(1, Math.min(untilMs, run.deadline) - Date.now())),
+        });
+        const text = (await res.text()).slice(0, 2000);
+        calls.count += 1;
+        if (calls.firstResponse === null) {
+          try {
+            calls.firstResponse = JSON.parse(text);
+          } catch {
+            calls.firstResponse = text.slice(0, 300);
+          }
         }
+        if (!res.ok) {
+          calls.errors.push(`HTTP ${res.status}: ${text.slice(0, 200)}`);
+          return;
+        }
+      } catch (err) {
+        calls.errors.push(String(err.name || err.message));
+        return;
+      } finally {
+        const ms = performance.now() - started;
+        calls.totalMs += ms;
+        callLatency.record(ms);
       }
-      if (!res.ok) {
-        calls.errors.push(`HTTP ${res.status}`);
-        break;
-      }
-    } catch (err) {
-      calls.errors.push(String(err.name || err.message));
-      break;
-    } finally {
-      calls.totalMs += performance.now() - started;
     }
-  }
+  };
+  await Promise.all(workers.map((worker, w) => one(worker, w)));
   calls.totalMs = round(calls.totalMs, 1);
+  calls.callMs = callLatency.summary();
   return calls;
 }
 
 async function fanoutMode(cfg, secret) {
   const auths = Array.from({ length: cfg.clients }, (_, i) => authJsonFor(cfg, secret, i, 'valid'));
   const handler = makeFanoutHandler();
+  const connectMark = frameMark();
   const pool = await openPool(cfg, auths, { accept: (o) => o === 'authenticated', keepOpen: true, onEvent: handler.onEvent });
+  const connectFrames = framesSince(connectMark);
   const live = pool.clients.filter((c) => c.authenticated && !c.closed);
   live.forEach((c, slot) => { c.slot = slot; });
-  const headers = await triggerHeaders(cfg, secret);
+  // The arrivals' presence announcements settle before the first round.
+  const drain = await waitQuiet(cfg.quietMs, cfg.drainTimeoutMs);
+  const afterDrain = framesSince(connectMark);
+  const workers = triggerWorkers(cfg, secret);
+  const seq = { next: 0 };
   const rounds = [];
   const total = cfg.warmup + cfg.rounds;
   for (let r = 0; r < total && live.length > 0; r += 1) {
@@ -534,12 +761,13 @@ async function fanoutMode(cfg, secret) {
     await sleep(cfg.settleMs);
     const s = newRoundState(cfg, live.length);
     const expected = live.length * cfg.expect;
+    const roundMark = frameMark();
     handler.round = s;
     const cpu0 = process.cpuUsage();
     const srv0 = serverSample(cfg);
     const t0 = performance.now();
     const untilMs = Date.now() + cfg.roundTimeoutMs;
-    const trigger = await fireTriggers(cfg, headers, untilMs);
+    const trigger = await fireTriggers(cfg, workers, untilMs, seq);
     const complete = trigger.errors.length === 0 && (await waitFor(() => s.unique >= expected, untilMs));
     const srv1 = serverSample(cfg);
     const loadgenCpu = cpuMsSince(cpu0);
@@ -555,6 +783,7 @@ async function fanoutMode(cfg, secret) {
       outOfOrder: s.outOfOrder,
       unexpectedIds: s.unexpectedIds,
       otherEvents: s.otherEvents,
+      presenceFrames: framesSince(roundMark).presenceFrames,
       unparsable: s.unparsable,
       durationMs: round(durationMs, 1),
       firstDeliveryMs: s.unique > 0 ? round(s.firstAt - t0, 1) : null,
@@ -572,8 +801,14 @@ async function fanoutMode(cfg, secret) {
     out: {
       ok: live.length === cfg.clients && rounds.length === total && rounds.every((x) => x.complete && x.duplicates === 0 && x.outOfOrder === 0),
       connect: poolReport(pool, cfg),
+      drain,
       receivers: live.length,
       droppedDuringRun: dropped,
+      presence: {
+        ...presenceReport(live),
+        framesDuringConnect: connectFrames.presenceFrames,
+        framesUntilQuiet: afterDrain.presenceFrames,
+      },
       strayFrames: handler.strayFrames,
       rounds,
       summary: measured.length === 0 ? null : summarizeRounds(measured),
@@ -612,6 +847,7 @@ function summarizeRounds(rounds) {
     totalLost: rounds.reduce((a, r) => a + r.lost, 0),
     totalDuplicates: rounds.reduce((a, r) => a + r.duplicates, 0),
     totalOutOfOrder: rounds.reduce((a, r) => a + r.outOfOrder, 0),
+    totalPresenceFrames: rounds.reduce((a, r) => a + r.presenceFrames, 0),
   };
 }
 
@@ -652,6 +888,7 @@ async function main() {
     if (cfg.mode === 'handshake') result = await handshakeMode(cfg, secret, 'valid');
     else if (cfg.mode === 'reject') result = await handshakeMode(cfg, secret, cfg.kind);
     else if (cfg.mode === 'idle') result = await idleMode(cfg, secret);
+    else if (cfg.mode === 'storm') result = await stormMode(cfg, secret);
     else result = await fanoutMode(cfg, secret);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
@@ -670,9 +907,10 @@ async function main() {
       concurrency: cfg.concurrency,
       users: `${cfg.users.first}-${cfg.users.last}`,
       deflate: cfg.deflate,
-      ...(cfg.mode === 'fanout' ? { expect: cfg.expect, rounds: cfg.rounds, warmup: cfg.warmup, event: cfg.event, triggerRepeat: cfg.trigger.repeat } : {}),
+      ...(cfg.mode === 'fanout' ? { expect: cfg.expect, rounds: cfg.rounds, warmup: cfg.warmup, event: cfg.event, triggerRepeat: cfg.trigger.repeat, triggerWorkers: cfg.trigger.workers.length, triggerMethod: cfg.trigger.method } : {}),
       ...(cfg.mode === 'idle' ? { holdS: cfg.holdMs / 1000 } : {}),
       ...(cfg.mode === 'reject' ? { kind: cfg.kind } : {}),
+      ...(cfg.mode === 'storm' ? { phases: cfg.phases.map((r) => `${r.first}-${r.last}`), quietMs: cfg.quietMs } : {}),
       serverPid: cfg.serverPid,
     },
     loadgen: {

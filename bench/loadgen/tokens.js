@@ -55,4 +55,18 @@ function userFor(range, index) {
   return range.first + (index % range.size);
 }
 
-module.exports = { secretFromEnv, mintToken, parseUserRange, userFor };
+/**
+ * Comma-separated user ranges ("1-2000,2001-5000"), one per phase of a storm:
+ * each phase connects every user of its range once. Ranges may not overlap, so
+ * that every connection of the run is a distinct user.
+ */
+function parsePhases(text) {
+  const ranges = text.split(',').map((part) => parseUserRange(part.trim()));
+  const sorted = [...ranges].sort((a, b) => a.first - b.first);
+  for (let k = 1; k < sorted.length; k += 1) {
+    if (sorted[k].first <= sorted[k - 1].last) throw new Error('--phases: ranges overlap');
+  }
+  return ranges;
+}
+
+module.exports = { secretFromEnv, mintToken, parseUserRange, parsePhases, userFor };

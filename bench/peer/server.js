@@ -9,7 +9,8 @@
  *     (`authentication_error`) rather than getting a bare `connect_error`;
  *   - joins `user:<id>` and `team:<id>` for each of the user's teams, and emits
  *     `authenticated` with the user's teams and tasks from an in-memory map
- *     (a warm cache: every user is in team 1 plus a few others);
+ *     (a warm cache: every user is in one big team plus a few small ones, the
+ *     layout bench/seed.py gives Huddle's database);
  *   - arms the `token_expiring` and expiry timers of SPEC 4.1.
  *
  * Deliberate differences from Huddle, each because the benchmark does not
@@ -25,7 +26,9 @@
  *
  * Environment: JWT_SECRET (required), PORT (default 3101), HOST (loopback
  * only, default 127.0.0.1), JWT_LEEWAY (s, default 10, as Huddle),
- * PEER_EXTRA_TEAMS (teams besides team 1, default 2), PEER_TASKS (tasks per
+ * PEER_BIG_TEAMS (sizes of the big teams, default "2000,3000": users 1-2000
+ * are team 1, the next 3,000 team 2, any later user team 3), PEER_EXTRA_TEAMS
+ * (small teams per user besides the big one, default 2), PEER_TASKS (tasks per
  * user, default 3), PEER_MAX_USER_ID (largest user id that exists, default
  * 1000000).
  */
@@ -74,6 +77,9 @@ const LEEWAY_S = intFromEnv('JWT_LEEWAY', 10, 0, 3600);
 const EXTRA_TEAMS = intFromEnv('PEER_EXTRA_TEAMS', 2, 0, 50);
 const TASKS_PER_USER = intFromEnv('PEER_TASKS', 3, 0, 200);
 const MAX_USER_ID = intFromEnv('PEER_MAX_USER_ID', 1_000_000, 1, 2 ** 31);
+const BIG_TEAMS_TEXT = process.env.PEER_BIG_TEAMS || '2000,3000';
+if (!/^[1-9]\d{0,6}(,[1-9]\d{0,6}){0,49}$/.test(BIG_TEAMS_TEXT)) fail('PEER_BIG_TEAMS must be comma-separated team sizes');
+const BIG_TEAMS = BIG_TEAMS_TEXT.split(',').map(Number);
 const DEFLATE_TEXT = process.env.PEER_PER_MESSAGE_DEFLATE || 'false';
 if (!['true', 'false'].includes(DEFLATE_TEXT)) fail('PEER_PER_MESSAGE_DEFLATE must be true or false');
 // threshold 0: compress every frame, as the websockets library under Huddle
@@ -86,11 +92,27 @@ const PER_MESSAGE_DEFLATE = DEFLATE_TEXT === 'true' ? { threshold: 0 } : false;
 // ---------------------------------------------------------------------------
 
 const CREATED_AT = '2026-01-01T00:00:00.000Z';
+const SMALL_TEAM_BASE = 1000;
 const userData = new Map();
 
+/**
+ * The user's big team and whether they own it (its first user does): team k
+ * holds the k-th run of BIG_TEAMS[k-1] users; later users share one more team.
+ * The same rule as bench/seed.py's `Layout`.
+ */
+function bigTeamOf(userId) {
+  let first = 1;
+  for (let k = 0; k < BIG_TEAMS.length; k += 1) {
+    if (userId < first + BIG_TEAMS[k]) return { teamId: k + 1, owner: userId === first };
+    first += BIG_TEAMS[k];
+  }
+  return { teamId: BIG_TEAMS.length + 1, owner: userId === first };
+}
+
+/** The big team first, then the small ones (`SMALL_TEAM_BASE + k*100 + id % 100`). */
 function teamIdsOf(userId) {
-  const ids = [1];
-  for (let k = 0; k < EXTRA_TEAMS; k += 1) ids.push(2 + k * 100 + (userId % 100));
+  const ids = [bigTeamOf(userId).teamId];
+  for (let k = 0; k < EXTRA_TEAMS; k += 1) ids.push(SMALL_TEAM_BASE + k * 100 + (userId % 100));
   return ids;
 }
 
@@ -99,12 +121,13 @@ function buildUserData(userId) {
   const id = userId;
   const user = { id, email: `user${id}@bench.huddle.test`, name: `Bench User ${id}`, isAdmin: false, createdAt: CREATED_AT };
   const teamIds = teamIdsOf(userId);
-  const teams = teamIds.map((teamId) => ({
+  const owner = bigTeamOf(userId).owner;
+  const teams = teamIds.map((teamId, k) => ({
     id: teamId,
     name: `Team ${teamId}`,
     description: `Benchmark team ${teamId}`,
     createdAt: CREATED_AT,
-    role: 'member',
+    role: k === 0 && owner ? 'owner' : 'member',
   }));
   const tasks = [];
   for (let k = 0; k < TASKS_PER_USER; k += 1) {

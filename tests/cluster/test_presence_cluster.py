@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.factories import Factory, TestUser
-from tests.gateway.live import LiveServer, SocketProbe
+from tests.gateway.live import LiveServer, SocketProbe, changes_about
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -67,8 +67,8 @@ async def sockets(cluster: dict[str, LiveServer]) -> AsyncIterator[Any]:
 
 
 def changes(probe: SocketProbe, user: TestUser) -> list[Any]:
-    """The presence_changed events a probe received about `user`."""
-    return [e for e in probe.all("presence_changed") if e["userId"] == user.id]
+    """What the presence_changed frames a probe received said about `user`."""
+    return changes_about(probe.all("presence_changed"), user.id)
 
 
 async def until_changes(probe: SocketProbe, user: TestUser, count: int) -> list[Any]:
@@ -170,7 +170,7 @@ async def test_a_member_added_while_on_another_instance_comes_online_after_the_e
     order = [
         name
         for name, data in on_x.events
-        if name == "member_added" or (name == "presence_changed" and data["userId"] == newcomer.id)
+        if name == "member_added" or (name == "presence_changed" and newcomer.id in data["online"])
     ]
     assert order == ["member_added", "presence_changed"]
     ack = await on_x.call("team_presence", {"teamId": team})

@@ -68,6 +68,17 @@ def mint_token(user_id: int, *, ttl: float = 900, issued_at: float | None = None
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
+def changes_about(frames: list[Any], user_id: int) -> list[dict[str, Any]]:
+    """`presence_changed {teamId, online: [...], offline: [...]}` frames, read as one
+    `{teamId, userId, online}` change per frame that names `user_id`."""
+    said = []
+    for frame in frames:
+        for key, online in (("online", True), ("offline", False)):
+            if user_id in frame[key]:
+                said.append({"teamId": frame["teamId"], "userId": user_id, "online": online})
+    return said
+
+
 class LiveServer:
     """A `huddle` server process. `env` adds to (and overrides) the test defaults."""
 

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import websockets
-from websockets.asyncio.client import ClientConnection
 
 from tests.factories import Factory
+from tests.gateway import raw
 from tests.gateway.live import LiveServer
+from tests.gateway.raw import metric, open_and_authenticate, ws_url
 
 
 @pytest.fixture(scope="module")
@@ -41,40 +42,11 @@ async def token(heartbeat_server: LiveServer) -> AsyncIterator[str]:
     yield user.access_token
 
 
-def _ws_url(server: LiveServer) -> str:
-    return server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-
-
-async def _frame(ws: ClientConnection, timeout: float = 5.0) -> str:
-    frame = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(frame, str)
-    return frame
-
-
-async def _open_and_authenticate(ws: ClientConnection, token: str) -> dict[str, object]:
-    opening = await _frame(ws)
-    assert opening.startswith("0{"), opening
-    await ws.send("40" + json.dumps({"token": token}))
-    assert (await _frame(ws)).startswith("40{")
-    event = await _frame(ws)
-    assert event.startswith('42["authenticated"'), event
-    return dict(json.loads(opening[1:]))
-
-
-async def _metric(server: LiveServer, name: str) -> float:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        text = (await client.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
 async def test_open_packet_announces_the_configured_heartbeat(
     heartbeat_server: LiveServer, token: str
 ) -> None:
-    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
-        handshake = await _open_and_authenticate(ws, token)
+    async with websockets.connect(ws_url(heartbeat_server)) as ws:
+        handshake = await open_and_authenticate(ws, token)
     assert handshake["upgrades"] == []
     assert handshake["pingTimeout"] == 1000
     assert handshake["pingInterval"] >= 1000
@@ -84,21 +56,21 @@ async def test_open_packet_announces_the_configured_heartbeat(
 async def test_answered_pings_keep_the_session_and_silence_ends_it(
     heartbeat_server: LiveServer, token: str
 ) -> None:
-    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
-        await _open_and_authenticate(ws, token)
+    async with websockets.connect(ws_url(heartbeat_server)) as ws:
+        await open_and_authenticate(ws, token)
         # Answered pings keep coming, one per interval, and the session stays.
         for _ in range(3):
-            assert await _frame(ws, timeout=3) == "2"
+            assert await raw.frame(ws, timeout=3) == "2"
             await ws.send("3")
         await ws.send('42["no_such_event"]')  # still served: answered with an error
-        answer = await _frame(ws, timeout=3)
+        answer = await raw.frame(ws, timeout=3)
         assert json.loads(answer[2:])[1]["code"] == "BAD_REQUEST", answer
         # Now stop answering pings: the server gives up within interval + timeout.
-        assert await _frame(ws, timeout=3) == "2"
+        assert await raw.frame(ws, timeout=3) == "2"
         started = time.monotonic()
         with pytest.raises(websockets.ConnectionClosed):
             while True:
-                frame = await _frame(ws, timeout=6)
+                frame = await raw.frame(ws, timeout=6)
                 assert frame in ("2", "1") or frame.startswith("42"), frame
         assert time.monotonic() - started < 6
 
@@ -106,14 +78,14 @@ async def test_answered_pings_keep_the_session_and_silence_ends_it(
 async def test_a_server_side_disconnect_sends_close_and_closes_the_websocket(
     heartbeat_server: LiveServer,
 ) -> None:
-    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
-        assert (await _frame(ws)).startswith("0{")
+    async with websockets.connect(ws_url(heartbeat_server)) as ws:
+        assert (await raw.frame(ws)).startswith("0{")
         await ws.send("40")  # no token: AUTH_TIMEOUT (1 s) later the server lets go
-        assert (await _frame(ws)).startswith("40{")
+        assert (await raw.frame(ws)).startswith("40{")
         frames: list[str] = []
         with pytest.raises(websockets.ConnectionClosed):
             while True:
-                frame = await _frame(ws, timeout=5)
+                frame = await raw.frame(ws, timeout=5)
                 if frame == "2":  # a live client: pings answered, so only the server ends it
                     await ws.send("3")
                 else:
@@ -127,12 +99,12 @@ async def test_a_server_side_disconnect_sends_close_and_closes_the_websocket(
 
 
 async def test_dead_sessions_are_released(heartbeat_server: LiveServer, token: str) -> None:
-    before = await _metric(heartbeat_server, "huddle_gateway_connections")
-    sockets = [await websockets.connect(_ws_url(heartbeat_server)) for _ in range(5)]
+    before = await metric(heartbeat_server, "huddle_gateway_connections")
+    sockets = [await websockets.connect(ws_url(heartbeat_server)) for _ in range(5)]
     try:
         for ws in sockets:
-            await _open_and_authenticate(ws, token)
-        assert await _metric(heartbeat_server, "huddle_gateway_connections") == before + 5
+            await open_and_authenticate(ws, token)
+        assert await metric(heartbeat_server, "huddle_gateway_connections") == before + 5
         # Half of them vanish without a close handshake, half close politely.
         for ws in sockets[:2]:
             ws.transport.abort()
@@ -140,10 +112,10 @@ async def test_dead_sessions_are_released(heartbeat_server: LiveServer, token: s
             await ws.close()
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
-            if await _metric(heartbeat_server, "huddle_gateway_connections") == before:
+            if await metric(heartbeat_server, "huddle_gateway_connections") == before:
                 break
             await asyncio.sleep(0.2)
-        assert await _metric(heartbeat_server, "huddle_gateway_connections") == before
+        assert await metric(heartbeat_server, "huddle_gateway_connections") == before
     finally:
         for ws in sockets:
             await ws.close()
@@ -154,17 +126,17 @@ async def test_a_direct_websocket_from_a_disallowed_origin_is_refused(
 ) -> None:
     with pytest.raises(websockets.InvalidStatus):
         async with websockets.connect(
-            _ws_url(heartbeat_server), additional_headers={"Origin": "https://evil.example"}
+            ws_url(heartbeat_server), additional_headers={"Origin": "https://evil.example"}
         ):
             pass
     async with websockets.connect(
-        _ws_url(heartbeat_server), additional_headers={"Origin": heartbeat_server.url}
+        ws_url(heartbeat_server), additional_headers={"Origin": heartbeat_server.url}
     ) as ws:
-        await _open_and_authenticate(ws, token)
+        await open_and_authenticate(ws, token)
 
 
 async def test_a_wrong_protocol_version_is_refused(heartbeat_server: LiveServer) -> None:
-    url = _ws_url(heartbeat_server).replace("EIO=4", "EIO=3")
+    url = ws_url(heartbeat_server).replace("EIO=4", "EIO=3")
     with pytest.raises(websockets.InvalidStatus):
         async with websockets.connect(url):
             pass
@@ -173,24 +145,24 @@ async def test_a_wrong_protocol_version_is_refused(heartbeat_server: LiveServer)
 async def test_an_unreadable_packet_gets_bad_request_and_the_socket_carries_on(
     heartbeat_server: LiveServer, token: str
 ) -> None:
-    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
-        await _open_and_authenticate(ws, token)
+    async with websockets.connect(ws_url(heartbeat_server)) as ws:
+        await open_and_authenticate(ws, token)
         for junk in ('42["resume",{"lastEventId":', "49", '42["resume"]extra'):
             await ws.send(junk)
-            frame = await _frame(ws)
+            frame = await raw.frame(ws)
             while frame == "2":  # a heartbeat ping may come first
                 await ws.send("3")
-                frame = await _frame(ws)
+                frame = await raw.frame(ws)
             assert frame.startswith('42["error"'), (junk, frame)
             assert json.loads(frame[2:])[1]["code"] == "BAD_REQUEST"
         await ws.send('421["resume",{"lastEventId":0}]')  # still served
-        frame = await _frame(ws)
+        frame = await raw.frame(ws)
         for _ in range(10):
             if frame.startswith("43"):
                 break
             if frame == "2":
                 await ws.send("3")
-            frame = await _frame(ws)
+            frame = await raw.frame(ws)
         assert json.loads(frame[3:])[0]["ok"] is True
     assert "Traceback" not in heartbeat_server.log_text()
 
@@ -206,12 +178,12 @@ async def test_an_unreadable_packet_gets_bad_request_and_the_socket_carries_on(
 async def test_an_unreadable_packet_before_connecting_closes_the_session(
     heartbeat_server: LiveServer, junk: str
 ) -> None:
-    async with websockets.connect(_ws_url(heartbeat_server)) as ws:
-        assert (await _frame(ws)).startswith("0{")
+    async with websockets.connect(ws_url(heartbeat_server)) as ws:
+        assert (await raw.frame(ws)).startswith("0{")
         await ws.send(junk)
         frames: list[str] = []
         with pytest.raises(websockets.ConnectionClosed):
             while True:
-                frames.append(await _frame(ws))
+                frames.append(await raw.frame(ws))
         assert not any(frame.startswith("40") for frame in frames), frames
     assert "Traceback" not in heartbeat_server.log_text()

@@ -119,6 +119,19 @@ async def test_a_forwarded_client_behind_a_trusted_proxy_gets_the_production_lim
     assert name == "authenticated"
 
 
+async def test_a_forwarded_loopback_address_never_gets_localhost_limits(
+    crowd: Crowd, user: TestUser
+) -> None:
+    """With a trusted proxy, `X-Forwarded-For: 127.0.0.2` passed 14 of 14 rapid connects."""
+    attempts = crowd(TRUSTED_PROXY)  # type: ignore[operator]
+    for forwarded_ip in ("127.0.0.2", "::1"):
+        forwarded = {"X-Forwarded-For": forwarded_ip}
+        outcomes = [
+            (await attempts.attempt({"token": user.access_token}, forwarded))[0] for _ in range(11)
+        ]
+        assert outcomes == ["authenticated"] * 10 + ["authentication_error"], forwarded_ip
+
+
 async def test_a_socket_sending_too_fast_is_answered_then_disconnected_if_it_keeps_on(
     strict: LiveServer, user: TestUser
 ) -> None:

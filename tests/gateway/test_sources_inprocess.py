@@ -68,7 +68,7 @@ async def test_fetch_returns_profile_every_team_with_role_and_assigned_tasks(
     ada, bob = await new_user(runtime, "ada"), await new_user(runtime, "bob")
     mine = [(await runtime.teams.create(ada, f"Team {i}", "")).team.id for i in range(3)]
     bobs = (await runtime.teams.create(bob, "Bob's", "")).team.id
-    await runtime.teams.add_member(bob, bobs, ada.id, "admin")
+    await runtime.teams.add_member(bob, bobs, "admin", user_id=ada.id)
     assigned = await runtime.tasks.create(ada, mine[0], {"title": "a", "assignee_id": ada.id})
     await runtime.tasks.create(ada, mine[1], {"title": "unassigned"})
     theirs = await runtime.tasks.create(bob, bobs, {"title": "b", "assignee_id": ada.id})
@@ -207,7 +207,7 @@ async def test_warm_cache_follows_every_change_that_reaches_the_bus(
     """The in-process cache is warm, and exact: each change below shows on the next fetch."""
     ada, bob = await new_user(runtime, "ada"), await new_user(runtime, "bob")
     team = (await runtime.teams.create(ada, "Shared", "")).team.id
-    await runtime.teams.add_member(ada, team, bob.id, "member")
+    await runtime.teams.add_member(ada, team, "member", user_id=bob.id)
     task = await runtime.tasks.create(ada, team, {"title": "t", "assignee_id": bob.id})
 
     async def bobs_tasks() -> list[int]:

@@ -336,7 +336,7 @@ async function backendIntegration(cfg, clients, partial) {
   await user.next('task_created');
   // The user adds the newcomer to their team, then creates a task there.
   partial.rest.member = await post(`/api/teams/${cfg.ownTeamId}/members`, userToken, {
-    userId: cfg.newcomerId,
+    email: cfg.newcomerEmail,
     role: 'member',
   });
   await Promise.all([user.next('member_added'), newcomer.next('member_added')]);

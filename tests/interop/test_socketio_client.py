@@ -494,6 +494,7 @@ async def test_5_backend_data_on_authentication_and_rest_changes_arrive_live(
         otherToken=other.access_token,
         outsiderToken=outsider.access_token,
         newcomerId=newcomer.id,
+        newcomerEmail=newcomer.email,
         newcomerToken=newcomer.access_token,
         ownTeamId=own_team,
         sharedTeamId=shared_team,

@@ -12,6 +12,7 @@ from huddle.config import Settings
 from huddle.security.client_ip import (
     UNKNOWN,
     LoopbackProxyWarning,
+    client_address,
     client_ip,
     forwarded_for,
     is_loopback,
@@ -64,6 +65,17 @@ def test_a_spoofed_forwarded_header_from_an_untrusted_peer_changes_nothing() -> 
     spoofed = scope("203.0.113.9", "127.0.0.1", host="localhost")
     assert client_ip(spoofed, PROXIES) == "203.0.113.9"
     assert not is_loopback(client_ip(spoofed, PROXIES))
+
+
+def test_a_forwarded_loopback_address_is_never_localhost() -> None:
+    """TRUSTED_PROXIES=127.0.0.1/32 with `X-Forwarded-For: 127.0.0.2` got localhost limits."""
+    local_proxy = (ipaddress.ip_network("127.0.0.1/32"),)
+    for forwarded in ("127.0.0.2", "::1", "127.0.0.1"):
+        address = client_address(scope("127.0.0.1", forwarded), local_proxy)
+        assert address.localhost is False, forwarded
+    assert client_address(scope("127.0.0.1"), local_proxy).localhost is True  # the proxy itself
+    assert client_address(scope("127.0.0.5")).localhost is True  # a direct loopback peer
+    assert client_address(scope("203.0.113.9", "127.0.0.1")).localhost is False
 
 
 def test_behind_a_trusted_proxy_the_forwarded_client_is_used() -> None:

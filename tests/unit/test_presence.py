@@ -99,7 +99,7 @@ async def test_the_hub_emits_a_flip_to_the_room_when_the_store_asks() -> None:
     await hub.announce(5, 10, online=True)
     await window_end()
     assert sio.emitted == [
-        ("presence_changed", {"teamId": 5, "userId": 10, "online": True}, "team:5")
+        ("presence_changed", {"teamId": 5, "online": [10], "offline": []}, "team:5")
     ]
 
 
@@ -140,8 +140,8 @@ async def test_a_presence_control_message_reaches_each_named_team_room() -> None
     await relay.handle(Envelope(type=PRESENCE_CHANGED, payload={"userId": "x"}))  # malformed
     await window_end()
     assert sio.emitted == [
-        ("presence_changed", {"teamId": 3, "userId": 10, "online": False}, "team:3"),
-        ("presence_changed", {"teamId": 4, "userId": 10, "online": False}, "team:4"),
+        ("presence_changed", {"teamId": 3, "online": [], "offline": [10]}, "team:3"),
+        ("presence_changed", {"teamId": 4, "online": [], "offline": [10]}, "team:4"),
     ]
 
 
@@ -225,9 +225,8 @@ async def test_the_hub_sends_a_window_of_arrivals_once_at_its_end_team_by_team()
     assert len(hub._tasks) == 0  # one timer for the window, not a task per change
     await window_end()
     assert sio.emitted == [
-        ("presence_changed", {"teamId": 5, "userId": 10, "online": True}, "team:5"),
-        ("presence_changed", {"teamId": 5, "userId": 11, "online": True}, "team:5"),
-        ("presence_changed", {"teamId": 6, "userId": 10, "online": True}, "team:6"),
+        ("presence_changed", {"teamId": 5, "online": [10, 11], "offline": []}, "team:5"),
+        ("presence_changed", {"teamId": 6, "online": [10], "offline": []}, "team:6"),
     ]
 
 
@@ -238,7 +237,10 @@ async def test_a_zero_window_announces_at_once() -> None:
     await hub.announce(5, 10, online=True)
     hub.presence.local.leave(5, 10)
     await hub.announce(5, 10, online=False)
-    assert [payload["online"] for _event, payload, _room in sio.emitted] == [True, False]
+    assert [(p["online"], p["offline"]) for _event, p, _room in sio.emitted] == [
+        ([10], []),
+        ([], [10]),
+    ]
 
 
 async def test_a_deleted_team_gets_no_announcement_gathered_before_it_went() -> None:
@@ -270,7 +272,7 @@ async def test_changes_during_a_flush_wait_for_the_next_window() -> None:
 
     class SlowSio(FakeSio):
         async def emit(self, event: str, payload: Any, *, to: str, skip_sid: Any = None) -> None:
-            if payload["online"]:  # only the first frame is slow to leave
+            if payload["online"]:  # only the first frame (an arrival) is slow to leave
                 await gate.wait()
             await super().emit(event, payload, to=to, skip_sid=skip_sid)
 
@@ -284,7 +286,10 @@ async def test_changes_during_a_flush_wait_for_the_next_window() -> None:
     await asyncio.sleep(0.05)  # a second window's timer would have fired by now
     gate.set()
     await asyncio.sleep(0.05)
-    assert [payload["online"] for _event, payload, _room in sio.emitted] == [True, False]
+    assert [(p["online"], p["offline"]) for _event, p, _room in sio.emitted] == [
+        ([10], []),
+        ([], [10]),
+    ]
 
 
 class Clock:
@@ -336,5 +341,50 @@ async def test_the_hub_learns_of_listings_through_the_store() -> None:
     await hub.announce(5, 10, online=False)
     await window_end()
     assert sio.emitted == [
-        ("presence_changed", {"teamId": 5, "userId": 10, "online": False}, "team:5")
+        ("presence_changed", {"teamId": 5, "online": [], "offline": [10]}, "team:5")
     ]
+
+
+async def test_a_window_grows_with_the_room_so_a_big_team_costs_bounded_frames() -> None:
+    """A team of 2,000 coming online at once must not cost a frame per member per 50 ms."""
+    from huddle.gateway.hub import PRESENCE_WINDOW_MAX, PRESENCE_WINDOW_PER_MEMBER
+
+    hub = Hub(FakeSio(), settings(), MemoryPresence())
+    hub.presence.local.join(1, 10)
+    assert hub.presence_window(1) == 0.05  # a small room: PRESENCE_BATCH_MS
+    for user_id in range(2_000):
+        hub.presence.local.join(2, user_id)
+    assert hub.presence_window(2) == 2_000 * PRESENCE_WINDOW_PER_MEMBER
+    for user_id in range(100_000):
+        hub.presence.local.join(3, user_id)
+    assert hub.presence_window(3) == PRESENCE_WINDOW_MAX
+
+
+async def test_a_small_team_is_not_held_back_by_a_big_teams_long_window() -> None:
+    sio = FakeSio()
+    hub = Hub(sio, settings(), MemoryPresence())
+    for user_id in range(1, 2_001):
+        hub.presence.local.join(2, user_id)
+    await hub.emit_presence(2, 1, online=True)  # a 1 s window
+    hub.presence.local.join(1, 5)
+    await hub.emit_presence(1, 5, online=True)  # a 50 ms window, opened later
+    await window_end()
+    assert sio.emitted == [
+        ("presence_changed", {"teamId": 1, "online": [5], "offline": []}, "team:1")
+    ]
+    await hub.cancel_tasks()
+
+
+def test_only_windows_that_are_over_are_taken_when_due() -> None:
+    clock = Clock()
+    batch = PresenceBatch(clock=clock)
+    batch.record(1, 10, online=True, window=1.0)
+    clock.now += 0.01
+    batch.record(2, 11, online=True, window=0.05)
+    assert batch.next_due() == clock.now + 0.05
+    clock.now += 0.1
+    assert batch.take(everyone, due_only=True) == [(2, [(11, True)])]
+    assert batch.take(everyone, due_only=True) == []
+    clock.now += 1.0
+    assert batch.take(everyone, due_only=True) == [(1, [(10, True)])]
+    assert not batch.pending

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from huddle.config import Settings
 from huddle.errors import RateLimited
 from huddle.security.buckets import MemoryBucketStore
-from huddle.security.client_ip import client_ip
+from huddle.security.client_ip import client_ip, is_loopback
 from huddle.security.ratelimit import (
     ConnectionLimiter,
     LoginLimiter,
@@ -95,7 +95,7 @@ def store(clock: Clock) -> MemoryBucketStore:
 async def burst(limiter: ConnectionLimiter, ip: str, *, expired: bool = False) -> int:
     """How many attempts in a row are allowed right now."""
     allowed = 0
-    while (await limiter.check(ip, expired=expired)).allowed:
+    while (await limiter.check(ip, expired=expired, localhost=is_loopback(ip))).allowed:
         allowed += 1
         if allowed > 1000:
             raise AssertionError("the bucket never ran out")
@@ -116,13 +116,13 @@ async def test_localhost_gets_a_burst_of_20_then_one_attempt_every_500_ms(
     limiter = ConnectionLimiter(store, settings())
     assert await burst(limiter, "127.0.0.1") == 20
 
-    refused = await limiter.check("127.0.0.1", expired=False)
+    refused = await limiter.check("127.0.0.1", expired=False, localhost=True)
     assert (refused.allowed, refused.retry_after_ms) == (False, 500)
     clock.advance(499)
-    assert (await limiter.check("127.0.0.1", expired=False)).retry_after_ms == 1
+    assert (await limiter.check("127.0.0.1", expired=False, localhost=True)).retry_after_ms == 1
     clock.advance(1)
-    assert (await limiter.check("127.0.0.1", expired=False)).allowed
-    assert not (await limiter.check("127.0.0.1", expired=False)).allowed
+    assert (await limiter.check("127.0.0.1", expired=False, localhost=True)).allowed
+    assert not (await limiter.check("127.0.0.1", expired=False, localhost=True)).allowed
 
     clock.advance(20 * 500)
     assert await burst(limiter, "127.0.0.1") == 20
@@ -140,7 +140,9 @@ async def test_remote_clients_get_10_attempts_then_one_every_2_seconds(
 ) -> None:
     limiter = ConnectionLimiter(store, settings())
     assert await burst(limiter, "198.51.100.7") == 10
-    assert (await limiter.check("198.51.100.7", expired=False)).retry_after_ms == 2000
+    assert (
+        await limiter.check("198.51.100.7", expired=False, localhost=False)
+    ).retry_after_ms == 2000
     clock.advance(2000)
     assert await burst(limiter, "198.51.100.7") == 1
 
@@ -152,8 +154,8 @@ async def test_expired_token_storms_leave_the_normal_bucket_whole(
     assert await burst(limiter, "127.0.0.1", expired=True) == 50
     assert await burst(limiter, "198.51.100.7", expired=True) == 10
 
-    local = await limiter.check("127.0.0.1", expired=False)
-    remote = await limiter.check("198.51.100.7", expired=False)
+    local = await limiter.check("127.0.0.1", expired=False, localhost=True)
+    remote = await limiter.check("198.51.100.7", expired=False, localhost=False)
     assert (local.allowed, local.remaining) == (True, 19)
     assert (remote.allowed, remote.remaining) == (True, 9)
 
@@ -163,7 +165,7 @@ async def test_a_full_normal_bucket_does_not_block_an_expired_token_refresh(
 ) -> None:
     limiter = ConnectionLimiter(store, settings())
     assert await burst(limiter, "198.51.100.7") == 10
-    assert (await limiter.check("198.51.100.7", expired=True)).allowed
+    assert (await limiter.check("198.51.100.7", expired=True, localhost=False)).allowed
 
 
 async def test_the_expired_bucket_refills_one_attempt_every_second(
@@ -171,7 +173,7 @@ async def test_the_expired_bucket_refills_one_attempt_every_second(
 ) -> None:
     limiter = ConnectionLimiter(store, settings())
     assert await burst(limiter, "198.51.100.7", expired=True) == 10
-    refused = await limiter.check("198.51.100.7", expired=True)
+    refused = await limiter.check("198.51.100.7", expired=True, localhost=False)
     assert refused.retry_after_ms == 1000
     clock.advance(1000)
     assert await burst(limiter, "198.51.100.7", expired=True) == 1
@@ -190,7 +192,7 @@ async def test_production_limits_for_a_forwarded_client_behind_a_trusted_proxy(
     ip = client_ip(via_local_proxy, config.trusted_networks)
     assert ip == "198.51.100.7"
     assert await burst(limiter, ip) == 10
-    assert (await limiter.check(ip, expired=False)).retry_after_ms == 2000
+    assert (await limiter.check(ip, expired=False, localhost=False)).retry_after_ms == 2000
     # Another client behind the same proxy is a different bucket.
     assert await burst(limiter, "198.51.100.8") == 10
 
@@ -213,8 +215,8 @@ async def test_a_spoofed_forwarded_header_from_an_untrusted_peer_gets_no_localho
 async def test_rate_limit_enabled_false_allows_every_attempt(store: MemoryBucketStore) -> None:
     limiter = ConnectionLimiter(store, settings(rate_limit_enabled=False))
     for _ in range(500):
-        assert (await limiter.check("198.51.100.7", expired=False)).allowed
-        assert (await limiter.check("198.51.100.7", expired=True)).allowed
+        assert (await limiter.check("198.51.100.7", expired=False, localhost=False)).allowed
+        assert (await limiter.check("198.51.100.7", expired=True, localhost=False)).allowed
     assert len(store) == 0
 
 
@@ -238,9 +240,11 @@ async def test_an_ipv6_host_cannot_escape_its_limit_by_rotating_addresses_in_its
     assert rate_key("2001:db8:1:2::1") == rate_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     allowed = 0
     for host in range(1, 30):
-        allowed += (await limiter.check(f"2001:db8:1:2::{host:x}", expired=False)).allowed
+        allowed += (
+            await limiter.check(f"2001:db8:1:2::{host:x}", expired=False, localhost=False)
+        ).allowed
     assert allowed == 10
-    assert (await limiter.check("2001:db8:1:3::1", expired=False)).allowed
+    assert (await limiter.check("2001:db8:1:3::1", expired=False, localhost=False)).allowed
 
 
 # --- the memory store ------------------------------------------------------------------
@@ -252,13 +256,15 @@ async def test_100000_ips_leave_a_bounded_store_after_the_window(
     limiter = ConnectionLimiter(store, settings())
     first = int(ipaddress.ip_address("11.0.0.0"))
     for offset in range(100_000):
-        await limiter.check(str(ipaddress.ip_address(first + offset)), expired=offset % 2 == 0)
+        await limiter.check(
+            str(ipaddress.ip_address(first + offset)), expired=offset % 2 == 0, localhost=False
+        )
     assert len(store) == 100_000
 
     clock.advance(59_999)
     assert store.evict() == 0
     clock.advance(1)
-    await limiter.check("198.51.100.7", expired=False)
+    await limiter.check("198.51.100.7", expired=False, localhost=False)
     assert len(store) == 1
 
 

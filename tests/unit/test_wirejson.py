@@ -58,7 +58,7 @@ def test_socket_io_packets_encode_through_it_once_the_gateway_is_built() -> None
     from huddle.config import load_settings
     from huddle.gateway.server import Gateway
 
-    Gateway(load_settings(app_env="test", jwt_secret="s" * 40))
-    encoded = sio_packet.Packet(sio_packet.EVENT, data=["hi", {"who": "Zoë"}]).encode()
+    packet_class = Gateway(load_settings(app_env="test", jwt_secret="s" * 40)).sio.packet_class
+    encoded = packet_class(sio_packet.EVENT, data=["hi", {"who": "Zoë"}]).encode()
     assert encoded == '2["hi",{"who":"Zoë"}]'
-    assert sio_packet.Packet(encoded_packet=encoded).data == ["hi", {"who": "Zoë"}]
+    assert packet_class(encoded_packet=encoded).data == ["hi", {"who": "Zoë"}]

@@ -6,6 +6,7 @@ test (tests/browser) drives the page itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -59,6 +60,7 @@ async def test_the_page_is_at_root_with_a_policy_that_runs_only_its_own_scripts(
         ("/web/app.css", "text/css"),
         ("/web/js/main.js", "text/javascript"),
         ("/web/js/live.js", "text/javascript"),
+        ("/web/js/dates.js", "text/javascript"),
     ],
 )
 async def test_assets_are_served_under_web(
@@ -136,3 +138,20 @@ async def test_a_missing_bundle_is_a_warning_at_start_and_a_404_not_a_crash(
     assert len(warnings) == 1
     assert warnings[0]["log_level"] == "warning"
     assert "make install" in warnings[0]["hint"]
+
+
+def test_the_page_needs_nothing_the_policy_forbids() -> None:
+    """No inline script, style or event handler in the page, and no script that
+    parses markup: under `script-src 'self'; style-src 'self'` they would break
+    (or be the hole the policy is there to close)."""
+    static = huddle.web.STATIC_DIR
+    page = (static / "index.html").read_text()
+    assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", page) == []
+    assert "<style" not in page
+    assert re.findall(r"\sstyle=", page) == []
+    assert re.findall(r"\son[a-z]+=", page) == []
+    for module in sorted((static / "js").glob("*.js")):
+        code = module.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in code, f"{module.name} uses {sink}"
+        assert ".style." not in code and 'setAttribute("style"' not in code, module.name

@@ -10,7 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from huddle.db.models import User
 from huddle.errors import TokenMissing
 from huddle.runtime import Runtime
-from huddle.security.client_ip import client_ip
+from huddle.security.client_ip import ClientAddress, client_address, client_ip
 from huddle.services.access import CURSOR_PATTERN, Actor
 
 # An OAuth2 password flow, so that /docs can log in with an email and password; the
@@ -54,6 +54,13 @@ async def get_client_ip(request: Request, runtime: RuntimeDep) -> str:
 
 
 ClientIP = Annotated[str, Depends(get_client_ip)]
+
+
+async def get_client_address(request: Request, runtime: RuntimeDep) -> ClientAddress:
+    return client_address(request.scope, runtime.settings.trusted_networks)
+
+
+ClientAddr = Annotated[ClientAddress, Depends(get_client_address)]
 
 Cursor = Annotated[
     str | None,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -380,22 +379,7 @@ class LeanEngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
 
 class LeanSocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on `LeanEngineServer`, telling of packets it cannot read."""
-
-    malformed: Callable[[str], Awaitable[None]] | None = None
-    """Called with the Engine.IO session id of a client that sent an unreadable packet."""
-
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        try:
-            await super()._handle_eio_message(eio_sid, data)
-        except ValueError:
-            # python-socketio raises ValueError for a packet it cannot decode
-            # (not JSON, an unknown type, a stray attachment); engine.io would
-            # log it with a traceback and the client would hear nothing.
-            # Event handlers run in tasks of their own, so nothing else lands here.
-            if self.malformed is None:
-                raise
-            await self.malformed(eio_sid)
+    """python-socketio's server on `LeanEngineServer`."""
 
     def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         # python-socketio's own is a coroutine that only awaits engine.io's; handing

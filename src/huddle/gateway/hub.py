@@ -8,10 +8,13 @@ Presence: entering and leaving team rooms updates this instance's counts
 (`presence.local`); a flip is handed to the presence store (`announce`), which
 either asks the hub to emit `presence_changed` to its own room or has every
 instance emit it (`emit_presence`, from the relay) — see `presence.py`. Either
-way `emit_presence` only records the change; one timer per hub, armed by the
-first change of a window (PRESENCE_BATCH_MS), then sends the window's real
-changes team by team (`flush_presence`), so a burst of N arrivals costs each
-member one write instead of N, and a flap costs nothing.
+way `emit_presence` only records the change. A team's window opens with its
+first change and lasts PRESENCE_BATCH_MS, longer for big rooms
+(`presence_window`); one timer per hub, armed for the earliest window end,
+sends each ended window's real changes as one `presence_changed {teamId,
+online, offline}` (`flush_presence`). A burst of N arrivals costs each member
+one frame per window instead of N, a big team at most a bounded number of
+frames a second, and a flap nothing.
 
 Ending a socket is two steps: `terminate` marks it closed and takes it out of
 every room at once (so it receives nothing more), then a task sends the
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -32,7 +36,12 @@ from huddle.config import Settings
 from huddle.errors import HuddleError, RateLimited
 from huddle.gateway import payloads
 from huddle.gateway.fanout import Fanout
-from huddle.gateway.presence import PresenceBatch, PresenceStore, create_presence_store
+from huddle.gateway.presence import (
+    PresenceBatch,
+    PresenceStore,
+    create_presence_store,
+    presence_frame,
+)
 from huddle.gateway.session import SessionRegistry, SocketSession, State
 from huddle.logging import get_logger, log_enabled
 from huddle.metrics import AUTH_ERROR_CODES, SOCKETS_AUTHENTICATED
@@ -40,6 +49,10 @@ from huddle.metrics import AUTH_ERROR_CODES, SOCKETS_AUTHENTICATED
 log = get_logger("huddle.gateway")
 
 NAMESPACE = "/"
+PRESENCE_WINDOW_PER_MEMBER = 0.0005
+"""Seconds a team's presence window grows per member online here (see `Hub.presence_window`)."""
+PRESENCE_WINDOW_MAX = 2.0
+"""The longest a presence window gets, however big the room."""
 TRANSPORT_CLOSE_AFTER = 5.0
 """Seconds a client has to close its connection after being disconnected, before we do."""
 
@@ -64,6 +77,7 @@ class Hub:
         self._presence_batch = PresenceBatch(grace=self._presence_window)
         self.presence.local.on_listed = self._presence_batch.listed
         self._presence_timer: asyncio.TimerHandle | None = None
+        self._presence_timer_due = 0.0
         self._presence_flushing = False
         self._presence_closed = False
 
@@ -243,8 +257,9 @@ class Hub:
             self.presence.changed(team_id, user_id, quiet=True)
 
     async def emit_presence(self, team_id: int, user_id: int, *, online: bool) -> None:
-        """`presence_changed {teamId, userId, online}` to the team's room on this instance,
-        at the end of the current window (at once when PRESENCE_BATCH_MS is 0).
+        """Record that a user's presence in a team is now `online`; the team's room hears
+        it in one `presence_changed {teamId, online, offline}` at the end of the team's
+        window (at once when PRESENCE_BATCH_MS is 0).
 
         Every announcement comes through here, this instance's own and (from
         the relay) the cluster's, in the order of the transitions, so the last
@@ -255,11 +270,25 @@ class Hub:
             return
         if self._presence_closed:
             return
-        self._presence_batch.record(team_id, user_id, online=online)
+        self._presence_batch.record(
+            team_id, user_id, online=online, window=self.presence_window(team_id)
+        )
         self._arm_presence()
 
-    async def flush_presence(self) -> None:
-        """End the window now: send its real changes, each team's in one pass.
+    def presence_window(self, team_id: int) -> float:
+        """Seconds a team's presence window lasts: PRESENCE_BATCH_MS, longer for big rooms.
+
+        Each window costs one frame per member of the room here, so a window
+        grows with the room (`PRESENCE_WINDOW_PER_MEMBER` per member, up to
+        `PRESENCE_WINDOW_MAX`): however many come online at once, a team
+        costs at most about 1 / PRESENCE_WINDOW_PER_MEMBER frames a second.
+        """
+        sized = PRESENCE_WINDOW_PER_MEMBER * self.presence.local.count(team_id)
+        return max(self._presence_window, min(PRESENCE_WINDOW_MAX, sized))
+
+    async def flush_presence(self, *, due_only: bool = False) -> None:
+        """End the windows now (or, `due_only`, those that are over): send their real
+        changes, one frame per team.
 
         One flush at a time: changes arriving while one sends wait for the
         next window, so two flushes never interleave frames about one user.
@@ -271,43 +300,43 @@ class Hub:
             return
         self._presence_flushing = True
         try:
-            # Sending a team's frames without a pause between them lets the
-            # transport join each member's frames into one write.
-            for team_id, changes in self._presence_batch.take(self.presence.local.has_team):
+            teams = self._presence_batch.take(self.presence.local.has_team, due_only=due_only)
+            for team_id, changes in teams:
                 await self._send_presence(team_id, changes)
         finally:
             self._presence_flushing = False
             self._arm_presence()
 
     def _arm_presence(self) -> None:
-        """Start the window's timer if changes wait and nothing will send them already."""
-        if (
-            self._presence_timer is None
-            and not self._presence_flushing
-            and not self._presence_closed
-            and self._presence_batch.pending
-        ):
-            self._presence_timer = asyncio.get_running_loop().call_later(
-                self._presence_window, self._presence_due
-            )
+        """(Re)arm the timer for the earliest window end, unless a flush will see to it."""
+        if self._presence_flushing or self._presence_closed:
+            return
+        due = self._presence_batch.next_due()
+        if due is None:
+            return
+        if self._presence_timer is not None:
+            if self._presence_timer_due <= due:
+                return
+            self._presence_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._presence_timer_due = due
+        self._presence_timer = loop.call_later(max(0.0, due - time.monotonic()), self._presence_due)
 
     def _presence_due(self) -> None:
         self._presence_timer = None
-        self.spawn(self.flush_presence(), "presence")
+        self.spawn(self.flush_presence(due_only=True), "presence")
 
     async def _send_presence(self, team_id: int, changes: list[tuple[int, bool]]) -> None:
-        """Each change to the team's room, but not to syncing sockets (they ask
-        `team_presence` once synced) nor to the user's own sockets: those are
-        the ones whose arrival it is (a user's last socket gone has none), and
-        hearing it a window later, once synced, would only restate it."""
-        room = team_room(team_id)
-        syncing = self.syncing_in_team(team_id)
-        for user_id, online in changes:
-            own = [s.sid for s in self.sessions.of_user(user_id) if team_id in s.team_ids]
-            payload = {"teamId": team_id, "userId": user_id, "online": online}
-            await self.fanout.room(
-                room, "presence_changed", payload, skip=syncing + own if own else syncing
-            )
+        """One team's changes in one frame to the team's room, except syncing sockets
+        (they ask `team_presence` once synced) and, when the frame is only about
+        one user, that user's own sockets (it is their own arrival or departure)."""
+        skip = self.syncing_in_team(team_id)
+        first = changes[0][0]
+        if all(user_id == first for user_id, _ in changes):
+            skip += [s.sid for s in self.sessions.of_user(first) if team_id in s.team_ids]
+        await self.fanout.room(
+            team_room(team_id), "presence_changed", presence_frame(team_id, changes), skip=skip
+        )
 
     async def _enter(self, sid: str, room: str) -> bool:
         try:

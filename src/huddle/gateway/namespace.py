@@ -34,15 +34,17 @@ from huddle.errors import (
     TokenMissing,
 )
 from huddle.gateway import payloads
+from huddle.gateway.admission import PendingSessions
 from huddle.gateway.auth import Authenticator, Reported
-from huddle.gateway.hub import Hub
+from huddle.gateway.hub import NAMESPACE, Hub
+from huddle.gateway.packets import MALFORMED_EVENT, MalformedPacket
 from huddle.gateway.relay import EventRelay
 from huddle.gateway.replay import synchronize
 from huddle.gateway.session import SocketSession, State
 from huddle.gateway.userdata import UserDataSource
 from huddle.logging import get_logger, log_enabled
 from huddle.metrics import CONNECTION_OUTCOMES, SOCKETS_OPEN
-from huddle.security.client_ip import LoopbackProxyWarning, client_ip, is_loopback, peer_ip
+from huddle.security.client_ip import LoopbackProxyWarning, client_address, peer_ip
 from huddle.security.ratelimit import ConnectionLimiter, SocketEventLimiter
 from huddle.security.revocation import Revocations
 from huddle.security.tokens import TokenService
@@ -78,6 +80,7 @@ class GatewayNamespace:
         self.shutting_down = False
         self._sio: Any = None  # the server `register` wired this namespace into
         self._proxy_warning = LoopbackProxyWarning(settings)
+        self.pending = PendingSessions(settings, limiter, self._end_engine_session)
         self._jitter = random.Random()  # noqa: S311 - spreading reconnects, not a secret
         source.on_recovered(self.recover_degraded)
 
@@ -93,17 +96,63 @@ class GatewayNamespace:
         for name, handler in events.items():
             sio.on(name, self._client_event(name, handler))
         sio.on("*", self.on_unknown)
-        if hasattr(sio, "malformed"):
-            sio.malformed = self._on_malformed
         self._sio = sio
+        self._guard_engine(sio.eio)
+
+    def _guard_engine(self, eio: Any) -> None:
+        """Put the pre-CONNECT rules and the malformed-packet answer around python-socketio's
+        handlers of engine.io's events (engine.io's public `handlers` and `on`)."""
+        on_open, on_message, on_close = (
+            eio.handlers["connect"],
+            eio.handlers["message"],
+            eio.handlers["disconnect"],
+        )
+
+        async def opened(eio_sid: str, environ: dict[str, Any]) -> Any:
+            scope = environ.get("asgi.scope") or {}
+            address = client_address(scope, self.settings.trusted_networks)
+            if not self.pending.opened(eio_sid, address):
+                return False
+            return await on_open(eio_sid, environ)
+
+        async def message(eio_sid: str, data: Any) -> None:
+            if self._sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is None and not (
+                isinstance(data, str) and data[:1] == "0"
+            ):
+                # Anything but a CONNECT before the Socket.IO session exists ends
+                # the session, as Node's Socket.IO does ("invalid state").
+                await self._end_engine_session(eio_sid)
+                return
+            try:
+                await on_message(eio_sid, data)
+            except ValueError as exc:
+                reason = exc.reason if isinstance(exc, MalformedPacket) else "Malformed packet."
+                await self.on_malformed(eio_sid, reason)
+
+        async def closed(eio_sid: str, *args: Any) -> None:
+            self.pending.closed(eio_sid)
+            await on_close(eio_sid, *args)
+
+        eio.on("connect", opened)
+        eio.on("message", message)
+        eio.on("disconnect", closed)
+
+    async def _end_engine_session(self, eio_sid: str) -> None:
+        if log_enabled(logging.DEBUG):
+            log.debug("engine_session_ended_before_connect")
+        self.pending.closed(eio_sid)
+        await self._sio.eio.disconnect(eio_sid)
 
     # --- connection --------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        if eio_sid is not None:
+            self.pending.connected(eio_sid)
         scope = environ.get("asgi.scope") or {}
-        ip = client_ip(scope, self.settings.trusted_networks)
+        address = client_address(scope, self.settings.trusted_networks)
         self._proxy_warning.observe(peer_ip(scope))
-        local = is_loopback(ip)
+        ip, local = address.ip, address.localhost
         session = SocketSession(
             sid, ip, SocketEventLimiter(self.settings, localhost=local), localhost=local
         )
@@ -200,29 +249,25 @@ class GatewayNamespace:
         run.__name__ = f"on_{name}"
         return run
 
-    async def _on_malformed(self, eio_sid: str) -> None:
-        """A packet python-socketio could not read: `error BAD_REQUEST` (SPEC §4.5).
+    async def on_malformed(self, eio_sid: str, reason: str) -> None:
+        """A packet the gateway will not read (`packets.py`): `error BAD_REQUEST` (SPEC §4.5).
 
-        Answered like any event (so it counts against the socket's event rate);
-        a client with no Socket.IO session yet has nobody to answer, and its
-        Engine.IO session is closed, as the Node server does on a parse error.
+        Answered like any event (so it counts against the socket's event rate,
+        and a flood ends in a disconnect); a client with no Socket.IO session
+        yet has nobody to answer, and its Engine.IO session is closed, as the
+        Node server does on a parse error.
         """
-        sid = self._sio.manager.sid_from_eio_sid(eio_sid, "/")
+        sid = self._sio.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
         if sid is None or self.hub.sessions.get(sid) is None:
-            log.info("socket_malformed_packet_closed")
-            await self._sio.eio.disconnect(eio_sid)
+            await self._end_engine_session(eio_sid)
             return
-
-        async def malformed(session: SocketSession, args: tuple[Any, ...]) -> Any:
-            raise BadRequest("Malformed packet.")
-
-        await self._answer(sid, "*", malformed, ())
+        await self._answer(sid, "*", _refuse, (reason,))
 
     async def on_unknown(self, event: str, sid: str, *args: Any) -> Any:
-        async def unknown(session: SocketSession, args: tuple[Any, ...]) -> Any:
-            raise BadRequest("Unknown event.")
-
-        return await self._answer(sid, "*", unknown, args)
+        """Any event without a handler: a refused packet (`MALFORMED_EVENT`) or an unknown name."""
+        if event == MALFORMED_EVENT:
+            return await self._answer(sid, "*", _refuse, args[:1])
+        return await self._answer(sid, "*", _refuse, ("Unknown event.",))
 
     async def _answer(
         self, sid: str, name: str, handler: Handler, args: tuple[Any, ...]
@@ -348,3 +393,8 @@ class GatewayNamespace:
                 await self.hub.send(session, "server_shutdown", {"retryAfter": self._retry_after()})
                 told += 1
         return told
+
+
+async def _refuse(session: SocketSession, args: tuple[Any, ...]) -> Any:
+    """The handler of a refused packet or an unknown event: BAD_REQUEST with the reason."""
+    raise BadRequest(str(args[0]) if args else "Malformed packet.")

@@ -86,6 +86,10 @@ class Presence:
             self.on_listed(team_id)
         return sorted(self._teams.get(team_id, {}))
 
+    def count(self, team_id: int) -> int:
+        """How many users are online in a team here."""
+        return len(self._teams.get(team_id, ()))
+
     def is_online(self, team_id: int, user_id: int) -> bool:
         return user_id in self._teams.get(team_id, {})
 
@@ -127,14 +131,23 @@ class _Pending:
     """A `team_presence` answer may have shown a state the window then undid."""
 
 
+PresenceChanges = list[tuple[int, bool]]
+"""A team's changes of one window: (user id, online now), in order of first change."""
+
+
 class PresenceBatch:
-    """Presence changes gathered over one window, and what each team room last heard.
+    """Presence changes gathered over one window per team, and what each team room last heard.
 
     Why: announced one by one, N members connecting cost N² frames and one
     write per member per join. Gathered, a window costs each member one
-    coalesced write, and a change undone within the window (a flapping
-    client) costs nothing. The hub owns the timer and the sending; this is
-    the bookkeeping, kept free of I/O so it can be tested on its own.
+    frame (`{teamId, online: [...], offline: [...]}`), and a change undone
+    within the window (a flapping client) costs nothing. The hub owns the
+    timer, the window lengths and the sending; this is the bookkeeping, kept
+    free of I/O so it can be tested on its own.
+
+    Each team's window opens with its first change and lasts the `window`
+    that change was recorded with; `take` hands out the teams whose window
+    is over (`due`), or every team.
 
     A pair's state before the window is what this instance last announced to
     the room when it knows (`_heard` holds the users last announced online,
@@ -154,6 +167,8 @@ class PresenceBatch:
         self._clock = clock
         # team id -> user id -> its pending change; both in order of first change
         self._pending: dict[int, dict[int, _Pending]] = {}
+        # team id -> when its window ends
+        self._due: dict[int, float] = {}
         # team id -> the users last announced online to the team's room here
         self._heard: dict[int, set[int]] = {}
         # team id -> when `team_presence` last listed it
@@ -163,9 +178,19 @@ class PresenceBatch:
     def pending(self) -> bool:
         return bool(self._pending)
 
-    def record(self, team_id: int, user_id: int, *, online: bool) -> None:
-        """A user's presence in a team changed to `online` (the latest word wins)."""
-        users = self._pending.setdefault(team_id, {})
+    def next_due(self) -> float | None:
+        """When the earliest pending window ends (the batch's clock), or None."""
+        return min(self._due.values()) if self._due else None
+
+    def record(self, team_id: int, user_id: int, *, online: bool, window: float = 0.0) -> None:
+        """A user's presence in a team changed to `online` (the latest word wins).
+
+        `window`: seconds the team's window lasts, when this change opens one.
+        """
+        users = self._pending.get(team_id)
+        if users is None:
+            users = self._pending[team_id] = {}
+            self._due[team_id] = self._clock() + window
         entry = users.get(user_id)
         if entry is None:
             before = user_id in self._heard.get(team_id, ()) or not online
@@ -181,19 +206,28 @@ class PresenceBatch:
         """`team_presence` is answering for this team (with the state as it is now)."""
         self._listed[team_id] = self._clock()
 
-    def take(self, listened: Callable[[int], bool]) -> list[tuple[int, list[tuple[int, bool]]]]:
-        """End the window: per team, the users whose state differs from what the room last heard.
+    def take(
+        self, listened: Callable[[int], bool], *, due_only: bool = False
+    ) -> list[tuple[int, PresenceChanges]]:
+        """End windows: per team, the users whose state differs from what the room last heard.
 
+        `due_only`: only the teams whose window is over; else every team.
         Teams come in the order of their first change, users likewise, each
         with its state now. Taking counts as announcing. `listened(team_id)`
         tells whether anyone here is in the room: a room nobody is in keeps
         no record (whoever joins it later asks `team_presence`).
         """
-        pending, self._pending = self._pending, {}
-        horizon = self._clock() - self._grace
+        now = self._clock()
+        if due_only:
+            ended = [team for team, due in self._due.items() if due <= now]
+        else:
+            ended = list(self._pending)
+        horizon = now - self._grace
         self._listed = {team: at for team, at in self._listed.items() if at >= horizon}
-        teams: list[tuple[int, list[tuple[int, bool]]]] = []
-        for team_id, users in pending.items():
+        teams: list[tuple[int, PresenceChanges]] = []
+        for team_id in ended:
+            users = self._pending.pop(team_id)
+            del self._due[team_id]
             changes = [(u, e.now) for u, e in users.items() if e.now != e.before or e.revealed]
             if not changes:
                 continue
@@ -219,12 +253,23 @@ class PresenceBatch:
         """A deleted team: drop its pending changes too, so nothing stale is announced."""
         self._heard.pop(team_id, None)
         self._pending.pop(team_id, None)
+        self._due.pop(team_id, None)
         self._listed.pop(team_id, None)
 
     def clear(self) -> None:
         self._pending.clear()
+        self._due.clear()
         self._heard.clear()
         self._listed.clear()
+
+
+def presence_frame(team_id: int, changes: PresenceChanges) -> dict[str, object]:
+    """The `presence_changed` payload of one team's window (SPEC §4.3), ids sorted."""
+    return {
+        "teamId": team_id,
+        "online": sorted(user_id for user_id, online in changes if online),
+        "offline": sorted(user_id for user_id, online in changes if not online),
+    }
 
 
 class PresenceStore(Protocol):

@@ -34,7 +34,7 @@ import socketio
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huddle import wirejson
 from huddle.api.app import create_api
@@ -48,6 +48,7 @@ from huddle.gateway.engine import LeanSocketIOServer
 from huddle.gateway.hub import Hub
 from huddle.gateway.manager import FastManager
 from huddle.gateway.namespace import GatewayNamespace
+from huddle.gateway.packets import GatewayPacket
 from huddle.gateway.userdata import UserDataSource
 from huddle.logging import get_logger
 from huddle.runtime import Runtime
@@ -99,7 +100,60 @@ def mount_gateway(settings: Settings, role: str) -> ASGIApp:
         other = _gateway_app(settings, gateway)
     else:
         raise ValueError(f"unknown role {role!r}")
-    return gateway.polls.wrap(socketio.ASGIApp(gateway.sio, other_asgi_app=other))
+    sockets = socketio.ASGIApp(gateway.sio, other_asgi_app=other)
+    return gateway.polls.wrap(limit_poll_bodies(sockets, settings.max_payload))
+
+
+def limit_poll_bodies(app: ASGIApp, max_payload: int, path: str = "/socket.io/") -> ASGIApp:
+    """Answer a long-polling POST whose body passes MAX_PAYLOAD with 413 at once (SPEC §2).
+
+    Why here: engine.io refuses such a body but never answers the request, so
+    the client waited for ever. The body (at most MAX_PAYLOAD, so bounded) is
+    read first, whether it comes with a Content-Length or chunked, and handed
+    to engine.io from memory.
+    """
+
+    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope["path"] != path:
+            await app(scope, receive, send)
+            return
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length" and (not value.isdigit() or int(value) > max_payload):
+                await _too_large(send)
+                return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > max_payload:
+                await _too_large(send)
+                return
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await app(scope, replay, send)
+
+    return limited
+
+
+async def _too_large(send: Send) -> None:
+    response = JSONResponse(
+        {"error": {"code": "PAYLOAD_TOO_LARGE", "message": "The message is too large."}},
+        status_code=413,
+        headers={"Connection": "close"},
+    )
+    await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 class LongPolls:
@@ -180,6 +234,8 @@ class Gateway:
             ping_timeout=settings.socket_ping_timeout,
             always_connect=True,  # accept, then say what is wrong (SPEC §4.1)
             json=wirejson,  # orjson: see huddle/wirejson.py
+            # What a client may send, refused as it is decoded (reserved names, binary).
+            serializer=GatewayPacket,
             # Encode-once broadcasts without a task per recipient (see manager.py);
             # direct WebSocket sessions without a task per message (engine.py).
             client_manager=FastManager() if fast else None,
@@ -230,6 +286,8 @@ class Gateway:
         for session in self.hub.sessions:
             session.cancel_all()
         await self.hub.cancel_tasks()
+        if self.namespace is not None:
+            await self.namespace.pending.stop()
         if self.source is not None:
             await self.source.stop()
         await self.sio.shutdown()

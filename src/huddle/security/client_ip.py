@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from huddle.config import Settings
@@ -95,8 +96,18 @@ def forwarded_for(scope: Mapping[str, Any]) -> list[str]:
     return entries
 
 
-def client_ip(scope: Mapping[str, Any], trusted: Iterable[IPNetwork] = ()) -> str:
-    """The client IP of an ASGI connection (see the module docstring for the rules).
+@dataclass(frozen=True, slots=True)
+class ClientAddress:
+    """Who a connection is from: the client IP, and whether the client is this host."""
+
+    ip: str
+    localhost: bool
+    """True only when the TCP peer itself is loopback and no forwarded header named the
+    client: a `Host` or `X-Forwarded-For` header never makes a client localhost (SPEC §5)."""
+
+
+def client_address(scope: Mapping[str, Any], trusted: Iterable[IPNetwork] = ()) -> ClientAddress:
+    """The client of an ASGI connection (see the module docstring for the rules).
 
     A malformed `X-Forwarded-For` entry stops the walk: the answer is then the
     last address a trusted hop vouched for (the proxy that passed it on), never
@@ -105,30 +116,24 @@ def client_ip(scope: Mapping[str, Any], trusted: Iterable[IPNetwork] = ()) -> st
     networks = tuple(trusted)
     peer = peer_ip(scope)
     if not networks or not is_trusted(peer, networks):
-        return peer
+        return ClientAddress(peer, is_loopback(peer))
     candidate = peer
+    forwarded = False
     for entry in reversed(forwarded_for(scope)):
         address = parse_ip(entry)
         if address is None:
-            return candidate
+            break
         candidate = str(address)
+        forwarded = True
         if not _within(address, networks):
-            return candidate
-    # Every hop was a trusted proxy (say, an internal health check): the left-most.
-    return candidate
+            break
+    # (Every hop a trusted proxy, say an internal health check: the left-most.)
+    return ClientAddress(candidate, not forwarded and is_loopback(candidate))
 
 
-def is_local_client(scope: Mapping[str, Any], trusted: Iterable[IPNetwork] = ()) -> bool:
-    """Whether the client is on this host: its TCP peer is loopback and vouches for itself.
-
-    A request a trusted proxy passed on with `X-Forwarded-For` is never local,
-    whatever the header says (SPEC §5: a forwarded header never makes a client
-    localhost): the address it names came from someone else.
-    """
-    if not is_loopback(peer_ip(scope)):
-        return False
-    networks = tuple(trusted)
-    return not (networks and is_trusted(peer_ip(scope), networks) and forwarded_for(scope))
+def client_ip(scope: Mapping[str, Any], trusted: Iterable[IPNetwork] = ()) -> str:
+    """The client IP of an ASGI connection (`client_address(...).ip`)."""
+    return client_address(scope, trusted).ip
 
 
 class LoopbackProxyWarning:

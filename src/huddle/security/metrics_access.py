@@ -5,8 +5,8 @@ In development and test anyone may, as before. In production:
 - with `METRICS_TOKEN` set, only a request carrying `Authorization: Bearer
   <METRICS_TOKEN>` (compared in constant time), from wherever it comes;
 - without it, only clients on this host: loopback TCP peers that are not
-  passing on someone else's request (`is_local_client`: a forwarded header
-  never makes a client local).
+  passing on someone else's request (`client_address(...).localhost`: a
+  forwarded header never makes a client local).
 
 The metrics name routes, outcomes and counts, not secrets, but they map the
 service for whoever reads them, and the shipped nginx configuration proxies
@@ -21,7 +21,7 @@ from typing import Any
 
 from huddle.config import Settings
 from huddle.errors import Forbidden, TokenInvalid, TokenMissing
-from huddle.security.client_ip import is_local_client
+from huddle.security.client_ip import client_address
 
 
 def authorize_metrics(scope: Mapping[str, Any], settings: Settings) -> None:
@@ -36,7 +36,7 @@ def authorize_metrics(scope: Mapping[str, Any], settings: Settings) -> None:
         if not hmac.compare_digest(presented.encode("latin-1"), token.encode()):
             raise TokenInvalid("The metrics token is not valid.")
         return
-    if not is_local_client(scope, settings.trusted_networks):
+    if not client_address(scope, settings.trusted_networks).localhost:
         raise Forbidden("/metrics answers clients on this host only (or set METRICS_TOKEN).")
 
 

@@ -106,17 +106,18 @@ class ConnectionLimiter:
         self._store = store
         self._settings = settings
 
-    async def check(self, ip: str, *, expired: bool, localhost: bool | None = None) -> Decision:
+    async def check(self, ip: str, *, expired: bool, localhost: bool) -> Decision:
         """Charge one attempt from `ip`; a refused Decision carries `retry_after_ms`.
 
         `ip` is the client IP from `client_ip()`. Pass `expired=True` when the
         attempt's access token decoded fine but has expired: it is charged to
         the expired-token bucket only, so a client refreshing after a sleep
         never loses its normal attempts. Call this before any backend call.
-        `localhost`: `is_loopback(ip)`, when the caller already knows it.
+        `localhost`: `ClientAddress.localhost` (never true for a forwarded
+        address, whatever it says).
         """
         s = self._settings
-        local = is_loopback(ip) if localhost is None else localhost
+        local = localhost
         if expired:
             limit = "expired_token"
             capacity = s.max_expired_attempts_localhost if local else s.max_expired_attempts

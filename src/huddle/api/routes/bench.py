@@ -17,9 +17,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from huddle.api.deps import ClientIP, RuntimeDep
+from huddle.api.deps import ClientAddr, RuntimeDep
 from huddle.errors import BadRequest, Forbidden
-from huddle.security.client_ip import is_loopback
 from huddle.services.bench import BENCH_EVENT, MAX_COUNT, MAX_SIZE, BenchService
 
 router = APIRouter(prefix="/bench", tags=["benchmark"], include_in_schema=False)
@@ -28,14 +27,14 @@ router = APIRouter(prefix="/bench", tags=["benchmark"], include_in_schema=False)
 @router.post("/broadcast")
 async def broadcast(
     runtime: RuntimeDep,
-    ip: ClientIP,
+    client: ClientAddr,
     room: Annotated[str, Query(pattern=r"^team:[1-9][0-9]{0,9}$")] = "team:1",
     count: Annotated[int, Query(ge=1, le=MAX_COUNT)] = 1,
     size: Annotated[int, Query(ge=0, le=MAX_SIZE)] = 300,
     event: Annotated[str, Query(max_length=64)] = BENCH_EVENT,
 ) -> dict[str, Any]:
     """Emit `count` task events to a team's room; answers when they are queued."""
-    if not is_loopback(ip):
+    if not client.localhost:
         raise Forbidden("Benchmark endpoints answer loopback clients only.")
     if event != BENCH_EVENT:
         raise BadRequest(f"Only {BENCH_EVENT} events are benchmarked.")

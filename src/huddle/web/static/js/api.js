@@ -62,12 +62,31 @@ export class Api {
     return this.request("POST", "/api/teams", { name });
   }
 
+  /** `fields`: {name?, description?} (owners and admins). */
+  updateTeam(teamId, fields) {
+    return this.request("PATCH", `/api/teams/${id(teamId)}`, fields);
+  }
+
+  deleteTeam(teamId) {
+    return this.request("DELETE", `/api/teams/${id(teamId)}`);
+  }
+
   members(teamId) {
     return this.#all(`/api/teams/${id(teamId)}/members`);
   }
 
-  addMember(teamId, email) {
-    return this.request("POST", `/api/teams/${id(teamId)}/members`, { email });
+  /** By the address they registered with: an unknown one answers 404 USER_NOT_FOUND. */
+  addMember(teamId, email, role = "member") {
+    return this.request("POST", `/api/teams/${id(teamId)}/members`, { email, role });
+  }
+
+  setMemberRole(teamId, userId, role) {
+    return this.request("PATCH", `/api/teams/${id(teamId)}/members/${id(userId)}`, { role });
+  }
+
+  /** Remove a member, or leave (`userId` = yourself). */
+  removeMember(teamId, userId) {
+    return this.request("DELETE", `/api/teams/${id(teamId)}/members/${id(userId)}`);
   }
 
   tasks(teamId) {

@@ -1,21 +1,48 @@
-// The task dialog: create, or edit with optimistic concurrency. An edit sends
-// the `version` the dialog was opened with; 409 VERSION_CONFLICT brings the
-// current task (error details), which the dialog then shows in place of the
-// user's copy, saying so, so no one overwrites a change they have not seen.
+// The task dialog: create, or edit with optimistic concurrency.
+//
+// An edit sends only the fields the user changed, with the `version` the
+// dialog was opened with. A 409 VERSION_CONFLICT carries the current task
+// (error details): the dialog then shows, field by field, the user's values
+// beside the current ones, naming who changed the task, and offers
+//   - "Keep mine": the user's changed fields again, on top of the current
+//     version (fields only the other person changed keep their values);
+//   - "Take theirs": drop the user's edit, the current task stays.
+// Nothing the user typed is thrown away before they choose.
+//
+// While the connection is lost the dialog stays open with what was typed,
+// but saving and deleting wait until it is back (the page's offline choice:
+// edits are paused, not queued; docs/architecture.md).
 
 import { ApiError } from "./api.js";
+import { dayOf, dueFromDay, dueLabel } from "./dates.js";
 import { byId, el, show } from "./dom.js";
+import { STATUSES } from "./store.js";
 
-const FIELDS = ["title", "description", "status", "priority", "assigneeId"];
+const FIELDS = ["title", "description", "status", "priority", "assigneeId", "dueDate"];
+const LABELS = {
+  title: "Title",
+  description: "Description",
+  status: "Status",
+  priority: "Priority",
+  assigneeId: "Assignee",
+  dueDate: "Due date",
+};
+const STATUS_LABELS = Object.fromEntries(STATUSES);
 
 export class TaskEditor {
   #dialog = byId("task-dialog");
   #form = byId("task-form");
   #task = null; // the task as the dialog last loaded it (null: a new task)
+  #conflict = null; // {base, mine, theirs} while the conflict view is shown
+  #offline = false;
+  #busy = false;
   #store;
   #actions;
 
-  /** `actions`: {create(fields), update(task, fields), remove(task)}, each a promise. */
+  /**
+   * `actions`: {create(fields), update(task, fields), remove(task)}, each a
+   * promise; `update` resolves to the saved task and rejects with the API's error.
+   */
   constructor(store, actions) {
     this.#store = store;
     this.#actions = actions;
@@ -25,8 +52,11 @@ export class TaskEditor {
     });
     byId("task-cancel").addEventListener("click", () => this.close());
     byId("task-delete").addEventListener("click", () => this.#remove());
+    byId("conflict-mine").addEventListener("click", () => this.#keepMine());
+    byId("conflict-theirs").addEventListener("click", () => this.#takeTheirs());
     this.#dialog.addEventListener("close", () => {
       this.#task = null;
+      this.#conflict = null;
     });
   }
 
@@ -36,32 +66,72 @@ export class TaskEditor {
 
   openNew() {
     this.#task = null;
-    this.#fill({ title: "", description: "", status: "todo", priority: "medium", assigneeId: null });
+    this.#conflict = null;
+    this.#fill({
+      title: "",
+      description: "",
+      status: "todo",
+      priority: "medium",
+      assigneeId: null,
+      dueDate: null,
+    });
     byId("task-dialog-title").textContent = "New task";
     byId("task-save").textContent = "Create task";
     show(byId("task-delete"), false);
     this.#open();
   }
 
-  openEdit(task, conflict = null) {
+  openEdit(task) {
     this.#task = task;
+    this.#conflict = null;
     this.#fill(task);
     byId("task-dialog-title").textContent = "Edit task";
     byId("task-save").textContent = "Save";
     show(byId("task-delete"));
-    this.#conflict(conflict);
     this.#open();
+  }
+
+  /**
+   * Show a conflict: `base` is the version the user edited, `mine` the values
+   * they want (all fields), `theirs` the current task from the 409.
+   */
+  openConflict(base, mine, theirs) {
+    if (!this.#dialog.open) this.#dialog.showModal();
+    this.#task = theirs;
+    this.#conflict = { base, mine, theirs };
+    byId("task-dialog-title").textContent = "Edit task";
+    byId("task-error").textContent = "";
+    show(byId("task-outside"), false);
+    this.#drawConflict();
+    this.#syncButtons();
+    byId("conflict-mine").focus();
   }
 
   close() {
     if (this.#dialog.open) this.#dialog.close();
   }
 
-  /** A live change to the task being edited: say so (saving would conflict). */
+  /** The connection was lost (true) or is back (false): saving waits for it. */
+  setOffline(offline) {
+    this.#offline = offline;
+    show(byId("task-offline"), offline);
+    this.#syncButtons();
+  }
+
+  /** A live change to the task being edited: say so, or follow it in the conflict view. */
   changedElsewhere(task, actorName) {
-    if (this.openTaskId !== task.id || task.version === this.#task.version) return;
+    if (this.openTaskId !== task.id) return;
+    if (this.#conflict) {
+      if (task.version >= this.#conflict.theirs.version) {
+        this.#conflict.theirs = task;
+        this.#task = task;
+        this.#drawConflict();
+      }
+      return;
+    }
+    if (task.version === this.#task.version) return;
     const note = byId("task-outside");
-    note.textContent = `${actorName} just changed this task. Saving will show you their version.`;
+    note.textContent = `${actorName} just changed this task. Saving will show you both versions.`;
     show(note);
   }
 
@@ -74,9 +144,12 @@ export class TaskEditor {
   #open() {
     byId("task-error").textContent = "";
     show(byId("task-outside"), false);
+    show(byId("conflict-view"), false);
+    show(byId("task-fields"));
     byId("task-delete").textContent = "Delete";
     delete byId("task-delete").dataset.confirm;
     if (!this.#dialog.open) this.#dialog.showModal();
+    this.#syncButtons();
     this.#form.elements.title.focus();
   }
 
@@ -95,6 +168,7 @@ export class TaskEditor {
     elements.description.value = task.description ?? "";
     elements.status.value = task.status ?? "todo";
     elements.priority.value = task.priority ?? "medium";
+    elements.dueDate.value = dayOf(task.dueDate);
     select.value = task.assigneeId ? String(task.assigneeId) : "";
   }
 
@@ -107,20 +181,19 @@ export class TaskEditor {
       status: elements.status.value,
       priority: elements.priority.value,
       assigneeId: assignee ? Number(assignee) : null,
+      dueDate: dueFromDay(elements.dueDate.value),
     };
   }
 
-  #conflict(current) {
-    const note = byId("task-conflict");
-    if (current) {
-      note.textContent =
-        "Someone else changed this task while you were editing it. This is the current " +
-        "version: make your change again and save.";
-    }
-    show(note, Boolean(current));
+  #syncButtons() {
+    const paused = this.#offline || this.#busy;
+    byId("task-save").disabled = paused;
+    byId("task-delete").disabled = paused;
+    byId("conflict-mine").disabled = paused;
   }
 
   async #save() {
+    if (this.#offline || this.#busy || this.#conflict) return;
     const values = this.#values();
     const error = byId("task-error");
     if (!values.title) {
@@ -128,45 +201,138 @@ export class TaskEditor {
       return;
     }
     error.textContent = "";
-    const button = byId("task-save");
-    button.disabled = true;
+    const base = this.#task;
+    if (base === null) {
+      await this.#run(() => this.#actions.create(values), "Saving failed.");
+      return;
+    }
+    const changed = changes(base, values);
+    if (!Object.keys(changed).length) {
+      this.close();
+      return;
+    }
+    const mine = { ...base, ...values };
+    await this.#run(
+      () => this.#actions.update(base, changed),
+      "Saving failed.",
+      (current) => this.openConflict(base, mine, current),
+    );
+  }
+
+  async #keepMine() {
+    const conflict = this.#conflict;
+    if (!conflict || this.#offline || this.#busy) return;
+    // What the user changed from the version they edited, sent again on top of
+    // the current version: their edit wins where both changed a field, and
+    // what only the other person changed stays.
+    const wanted = changes(conflict.base, conflict.mine);
+    const current = conflict.theirs;
+    await this.#run(
+      () => this.#actions.update(current, wanted),
+      "Saving failed.",
+      (newer) => this.openConflict(conflict.base, conflict.mine, newer),
+    );
+  }
+
+  #takeTheirs() {
+    this.close(); // the board already shows the current version
+  }
+
+  /** Run an action with the buttons held; close on success, show a conflict or the error. */
+  async #run(action, fallback, onConflict = null) {
+    this.#busy = true;
+    this.#syncButtons();
     try {
-      if (this.#task === null) {
-        await this.#actions.create(values);
-      } else {
-        const changed = Object.fromEntries(
-          FIELDS.filter((f) => (values[f] ?? null) !== (this.#task[f] ?? null)).map((f) => [
-            f,
-            values[f],
-          ]),
-        );
-        if (Object.keys(changed).length) await this.#actions.update(this.#task, changed);
-      }
+      await action();
       this.close();
     } catch (failure) {
       const current = failure?.details?.current;
-      if (failure instanceof ApiError && failure.code === "VERSION_CONFLICT" && current) {
-        this.openEdit(current, current);
+      if (
+        onConflict &&
+        failure instanceof ApiError &&
+        failure.code === "VERSION_CONFLICT" &&
+        current
+      ) {
+        onConflict(current);
       } else {
-        error.textContent = failure?.message ?? "Saving failed.";
+        byId("task-error").textContent = failure?.message ?? fallback;
       }
     } finally {
-      button.disabled = false;
+      this.#busy = false;
+      this.#syncButtons();
     }
   }
 
+  #drawConflict() {
+    const { base, mine, theirs } = this.#conflict;
+    const who = this.#store.authorOf(theirs);
+    const when = theirs.updatedAt ? new Date(theirs.updatedAt) : null;
+    const at = when && !Number.isNaN(when.getTime()) ? ` at ${when.toLocaleTimeString()}` : "";
+    byId("conflict-message").textContent =
+      `${who ?? "Someone else"} changed this task${at} while you were editing it. ` +
+      "Here are both versions: keep yours (saved on top of theirs) or take theirs.";
+    byId("conflict-theirs-head").textContent = who ? `Theirs (${who})` : "Theirs";
+    const rows = [];
+    for (const field of FIELDS) {
+      const b = same(field, base[field]);
+      const m = same(field, mine[field]);
+      const t = same(field, theirs[field]);
+      if (b === m && b === t) continue;
+      const youChanged = m !== b;
+      const theyChanged = t !== b;
+      let note;
+      if (youChanged && theyChanged) note = m === t ? "same change" : "both changed";
+      else if (youChanged) note = "you changed";
+      else note = `${who ?? "they"} changed · kept`;
+      const kind = youChanged && theyChanged && m !== t ? "both" : youChanged ? "mine" : "theirs";
+      rows.push(
+        el(
+          "tr",
+          { class: `row-${kind}`, dataset: { field, kind } },
+          el("th", { scope: "row" }, LABELS[field], el("span", { class: "diff-note" }, note)),
+          el("td", { class: "diff-mine" }, this.#show(field, mine[field])),
+          el("td", { class: "diff-theirs" }, this.#show(field, theirs[field])),
+        ),
+      );
+    }
+    byId("conflict-rows").replaceChildren(...rows);
+    show(byId("task-fields"), false);
+    show(byId("conflict-view"));
+  }
+
+  /** A field's value as a person reads it. */
+  #show(field, value) {
+    if (value === null || value === undefined || value === "") {
+      return field === "assigneeId" ? "Unassigned" : field === "dueDate" ? "No due date" : "—";
+    }
+    if (field === "status") return STATUS_LABELS[value] ?? value;
+    if (field === "assigneeId") return this.#store.memberName(value);
+    if (field === "dueDate") return dueLabel(value);
+    return String(value);
+  }
+
   async #remove() {
+    if (this.#offline || this.#busy) return;
     const button = byId("task-delete");
     if (!button.dataset.confirm) {
       button.dataset.confirm = "1";
       button.textContent = "Really delete?";
       return;
     }
-    try {
-      await this.#actions.remove(this.#task);
-      this.close();
-    } catch (failure) {
-      byId("task-error").textContent = failure?.message ?? "Deleting failed.";
-    }
+    await this.#run(() => this.#actions.remove(this.#task), "Deleting failed.");
   }
+}
+
+/** A field's value for comparing versions ("" for none; due dates by their day). */
+function same(field, value) {
+  if (value === null || value === undefined) return "";
+  if (field === "dueDate") return dayOf(value);
+  return String(value);
+}
+
+/** The fields of `values` that differ from `task`. */
+function changes(task, values) {
+  return Object.fromEntries(
+    FIELDS.filter((f) => same(f, values[f]) !== same(f, task[f])).map((f) => [f, values[f]]),
+  );
 }

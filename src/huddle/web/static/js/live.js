@@ -9,8 +9,16 @@
 //   {refreshToken}` through the session's single refresh path. If the REST
 //   client already renewed, the new access token is handed over with
 //   `refresh_token {token}` instead of spending the refresh token again.
-// - The state shown: "connected", "refreshing token", "degraded" (the gateway
-//   could not fetch fresh data: until `data_refreshed`), "offline".
+// - The state shown: "connecting" (the first attempt after signing in),
+//   "connected", "refreshing token", "degraded" (the gateway could not fetch
+//   fresh data: until `data_refreshed`), "offline".
+// - Reconnecting is done here, not by socket.io-client's Manager: the page
+//   shows when the connection was lost and when the next attempt starts, and
+//   the Manager keeps its schedule to itself (its backoff is internal and it
+//   tells only of an attempt as it begins). The schedule is the Manager's kind:
+//   1 s doubling to at most 5 s, ±25 % jitter so that clients do not all come
+//   back at once; `server_shutdown {retryAfter}` and RETRY errors set the
+//   delay themselves, and "Retry now" (or the browser going online) skips it.
 
 import { ApiError } from "./api.js";
 
@@ -28,6 +36,8 @@ const ACK_TIMEOUT_MS = 10_000;
 const RENEW_RETRY_MS = 2_000;
 const RENEW_ATTEMPTS = 5;
 const RECONNECT_AFTER_MS = 5_000;
+const RETRY_FIRST_MS = 1_000;
+const RETRY_MAX_MS = 5_000;
 
 export class Live {
   #io;
@@ -41,10 +51,19 @@ export class Live {
   #renewFailures = 0;
   #retryTimer = null;
   #stopped = false;
+  #state = "connecting";
+  #lostAt = null; // when the connection was lost (ms since the epoch); null while it is up
+  #retryAt = null; // when the next attempt starts; null while one runs or none is planned
+  #attempts = 0; // failed attempts since the connection was last up
+  #everUp = false;
+  #onOnline = () => {
+    if (this.offline) this.retryNow();
+  };
 
   /**
-   * `handlers`: {state(name), authenticated(data), dataRefreshed(data),
-   * event(type, payload), resync(), notice(message)}.
+   * `handlers`: {state(name), connection(info), authenticated(data),
+   * dataRefreshed(data), event(type, payload), resync(), notice(message)}.
+   * `connection` gets {state, lostAt, retryAt, connecting, everUp} whenever one changes.
    */
   constructor(io, session, handlers) {
     this.#io = io;
@@ -54,6 +73,22 @@ export class Live {
 
   get authenticated() {
     return this.#authenticated;
+  }
+
+  /** {state, lostAt, retryAt, connecting, everUp}: what the offline banner shows. */
+  get connection() {
+    return {
+      state: this.#state,
+      everUp: this.#everUp,
+      lostAt: this.#lostAt,
+      retryAt: this.#retryAt,
+      connecting: this.#lostAt !== null && this.#retryAt === null && !this.#stopped,
+    };
+  }
+
+  /** Whether the connection was lost (or never came up): the page pauses editing. */
+  get offline() {
+    return this.#lostAt !== null;
   }
 
   start() {
@@ -69,15 +104,18 @@ export class Live {
       // long-polling when a proxy or network refuses WebSockets.
       transports: ["websocket", "polling"],
       tryAllTransports: true,
-      reconnectionDelay: 1_000,
-      reconnectionDelayMax: 10_000,
+      reconnection: false, // see the top of this file
     });
     this.#socket = socket;
-    this.#state("offline");
+    this.#setState("connecting");
 
     socket.on("authenticated", (data) => {
       this.#authenticated = true;
+      this.#everUp = true;
       this.#renewFailures = 0;
+      this.#attempts = 0;
+      this.#lostAt = null;
+      this.#cancelRetry();
       this.#degraded = Boolean(data?.degraded);
       if (session.lastEventId === null) session.advance(data?.lastEventId);
       this.#showConnected();
@@ -120,24 +158,37 @@ export class Live {
     socket.on("server_shutdown", (payload) => {
       this.#lost();
       socket.disconnect();
-      this.#reconnectIn(payload?.retryAfter ?? RECONNECT_AFTER_MS);
+      this.#retryIn(delay(payload?.retryAfter) ?? RECONNECT_AFTER_MS);
     });
-    socket.on("connect_error", () => this.#lost());
+    socket.on("connect_error", () => {
+      this.#lost();
+      this.#retryIn(null);
+    });
+    // The browser says the network is back: no need to wait for the plan.
+    window.addEventListener("online", this.#onOnline);
     socket.on("disconnect", (reason) => {
       this.#lost();
-      // socket.io reconnects by itself after network failures, but not after a
-      // disconnect by the server; an authentication_error said what to do then,
-      // and this is the fallback when nothing did.
-      if (reason === "io server disconnect") this.#reconnectIn(RECONNECT_AFTER_MS);
+      // Our own disconnect (shutdown notice, stop) planned what comes next; an
+      // authentication_error RETRY planned its delay already.
+      if (reason !== "io client disconnect") this.#retryIn(null);
     });
   }
 
   stop() {
     this.#stopped = true;
-    clearTimeout(this.#retryTimer);
-    this.#retryTimer = null;
+    window.removeEventListener("online", this.#onOnline);
+    this.#cancelRetry();
     this.#socket?.disconnect();
-    this.#state("offline");
+    this.#lostAt = null;
+    this.#setState("offline");
+  }
+
+  /** Try to connect now instead of at the planned time (the banner's button, the browser online). */
+  retryNow() {
+    if (this.#stopped || !this.#socket || this.#socket.connected) return;
+    this.#cancelRetry();
+    this.#report();
+    this.#socket.connect();
   }
 
   /** The users online in a team (`team_presence`), or null when that cannot be asked now. */
@@ -161,8 +212,8 @@ export class Live {
     if (error.action === "REFRESH_TOKEN") {
       this.#renew(); // TOKEN_EXPIRED: the socket stays open for AUTH_GRACE
     } else if (error.action === "RETRY") {
-      this.#state("offline"); // RATE_LIMITED, CONNECTION_LIMIT: the server disconnects us
-      this.#reconnectIn(error.retryAfter ?? RECONNECT_AFTER_MS);
+      this.#lost(); // RATE_LIMITED, CONNECTION_LIMIT: the server disconnects us
+      this.#retryIn(delay(error.retryAfter) ?? RECONNECT_AFTER_MS);
     } else {
       this.stop(); // LOGIN
       this.#session.end(error.message || "Please log in again.");
@@ -172,7 +223,7 @@ export class Live {
   async #renew() {
     if (this.#renewing || this.#stopped) return;
     this.#renewing = true;
-    this.#state("refreshing token");
+    this.#setState("refreshing token");
     try {
       await this.#session.renew(this.#socketToken, (token) => this.#rotateHere(token));
       if (this.#socketToken !== this.#session.accessToken) {
@@ -218,25 +269,59 @@ export class Live {
     });
   }
 
-  #reconnectIn(ms) {
+  /**
+   * Plan the next attempt in `ms`, or on the backoff schedule when null. A
+   * plan already made stands (the shutdown notice's delay is not cut short by
+   * the disconnect that follows it).
+   */
+  #retryIn(ms) {
     if (this.#stopped || this.#retryTimer !== null) return;
+    let wait = ms;
+    if (wait === null) {
+      const base = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.#attempts);
+      wait = Math.round(base * (0.75 + Math.random() * 0.5));
+    }
+    this.#attempts += 1;
+    this.#retryAt = Date.now() + wait;
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
+      this.#retryAt = null;
+      this.#report();
       if (!this.#stopped && this.#socket && !this.#socket.connected) this.#socket.connect();
-    }, ms);
+    }, wait);
+    this.#report();
+  }
+
+  #cancelRetry() {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#retryAt = null;
   }
 
   #lost() {
     this.#authenticated = false;
-    this.#state("offline");
+    if (this.#stopped) return;
+    this.#lostAt ??= Date.now();
+    this.#setState("offline");
   }
 
   #showConnected() {
-    if (this.#authenticated) this.#state(this.#degraded ? "degraded" : "connected");
-    else this.#state("offline");
+    if (this.#authenticated) this.#setState(this.#degraded ? "degraded" : "connected");
+    else this.#setState(this.#everUp || this.#lostAt !== null ? "offline" : "connecting");
   }
 
-  #state(name) {
+  #setState(name) {
+    this.#state = name;
     this.#on.state(name);
+    this.#report();
   }
+
+  #report() {
+    this.#on.connection?.(this.connection);
+  }
+}
+
+/** A server-given delay in ms, or null when it is not a sane number. */
+function delay(value) {
+  return Number.isFinite(value) && value >= 0 && value <= 600_000 ? value : null;
 }

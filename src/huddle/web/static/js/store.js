@@ -9,6 +9,8 @@ export const STATUSES = [
   ["done", "Done"],
 ];
 export const PRIORITIES = ["urgent", "high", "medium", "low"];
+export const ROLES = ["owner", "admin", "member"];
+export const NO_FILTER = Object.freeze({ assignee: "all", status: "all" });
 
 export class Store {
   constructor() {
@@ -19,7 +21,10 @@ export class Store {
     this.user = null;
     this.teams = new Map();
     this.teamId = null;
+    this.teamsLoaded = false;
     this.boardLoaded = false;
+    /** Which cards show: assignee "all" | "me" | "none" | a user id (string); status "all" | a status. */
+    this.filter = { ...NO_FILTER };
     this.#clearBoard();
   }
 
@@ -27,13 +32,34 @@ export class Store {
     return this.teams.get(this.teamId) ?? null;
   }
 
+  /** Owners and admins of the open team (and global administrators) manage members and settings. */
   get canManage() {
     const role = this.team?.role;
     return role === "owner" || role === "admin" || Boolean(this.user?.isAdmin);
   }
 
+  /** Owners (and global administrators) delete the team and hand out ownership. */
+  get isOwner() {
+    return this.team?.role === "owner" || Boolean(this.user?.isAdmin);
+  }
+
+  /** The roles the caller may give `member` (an empty list: none, the role is shown as text). */
+  rolesFor(member) {
+    if (!this.canManage) return [];
+    if (this.isOwner) return ROLES;
+    return member.role === "owner" ? [] : ["admin", "member"];
+  }
+
+  /** Whether the caller may remove `member` (leaving, for oneself, is always offered). */
+  canRemove(member) {
+    if (member.userId === this.user?.id) return true;
+    if (!this.canManage) return false;
+    return member.role !== "owner" || this.isOwner;
+  }
+
   setTeams(teams) {
     this.teams = new Map(teams.map((team) => [team.id, team]));
+    this.teamsLoaded = true;
   }
 
   putTeam(team) {
@@ -47,6 +73,8 @@ export class Store {
     this.teamId = teamId;
     this.boardLoaded = false;
     this.#clearBoard();
+    // "Me", "unassigned" and a status mean the same in every team; a person may not.
+    if (!["all", "me", "none"].includes(this.filter.assignee)) this.filter.assignee = "all";
   }
 
   loadBoard(tasks, members) {
@@ -59,6 +87,10 @@ export class Store {
     this.online = new Set(userIds);
   }
 
+  putMember(member) {
+    this.members.set(member.userId, { user: member.user, role: member.role });
+  }
+
   /** Add or replace a task of the open team unless what we hold is newer. */
   upsert(task, { flash = false } = {}) {
     if (!task || task.teamId !== this.teamId || this.deleted.has(task.id)) return false;
@@ -69,18 +101,51 @@ export class Store {
     return true;
   }
 
+  /** Remember who made `task` what it is (a live event's actor), for the conflict view. */
+  noteAuthor(task, actorId) {
+    if (task && Number.isInteger(actorId)) this.authors.set(task.id, { version: task.version, actorId });
+  }
+
+  /** The name of who made this version of `task`, when a live event told us; else null. */
+  authorOf(task) {
+    const known = task ? this.authors.get(task.id) : null;
+    if (!known || known.version !== task.version) return null;
+    return this.memberName(known.actorId);
+  }
+
   removeTask(taskId) {
     this.deleted.add(taskId);
     return this.tasks.delete(taskId);
   }
 
-  /** The open team's tasks with `status`, most urgent first, then oldest first. */
+  /** The open team's tasks with `status` that pass the filter, most urgent first, then oldest. */
   column(status) {
     return [...this.tasks.values()]
-      .filter((task) => task.status === status)
+      .filter((task) => task.status === status && this.passes(task))
       .sort(
         (a, b) => PRIORITIES.indexOf(a.priority) - PRIORITIES.indexOf(b.priority) || a.id - b.id,
       );
+  }
+
+  get filtering() {
+    return this.filter.assignee !== "all" || this.filter.status !== "all";
+  }
+
+  /** Whether the filter bar lets `task` through. */
+  passes(task) {
+    const { assignee, status } = this.filter;
+    if (status !== "all" && task.status !== status) return false;
+    if (assignee === "all") return true;
+    if (assignee === "me") return task.assigneeId === this.user?.id;
+    if (assignee === "none") return task.assigneeId === null || task.assigneeId === undefined;
+    return String(task.assigneeId) === assignee;
+  }
+
+  /** How many of the open team's tasks pass the filter. */
+  countVisible() {
+    let count = 0;
+    for (const task of this.tasks.values()) if (this.passes(task)) count += 1;
+    return count;
   }
 
   memberName(userId) {
@@ -108,6 +173,7 @@ export class Store {
       case "task_created":
       case "task_updated":
         changed.board = here && this.upsert(event.task, { flash: fromOthers });
+        if (here) this.noteAuthor(event.task, event.actorId);
         break;
       case "task_deleted":
         changed.board = here && this.removeTask(event.taskId);
@@ -123,14 +189,14 @@ export class Store {
         if (mine(event.user?.id)) {
           if (!this.teams.has(event.teamId)) changed.fetchTeam = event.teamId;
         } else if (here && event.user) {
-          this.members.set(event.user.id, { user: event.user, role: event.role });
-          changed.members = true;
+          this.putMember({ userId: event.user.id, user: event.user, role: event.role });
+          changed.members = changed.board = true; // assignee names and choices
         }
         break;
       case "member_updated":
         if (mine(event.userId) && this.teams.has(event.teamId)) {
           this.putTeam({ ...this.teams.get(event.teamId), role: event.role });
-          changed.teams = true;
+          changed.teams = changed.myRole = true;
         }
         if (here && this.members.has(event.userId)) {
           this.members.get(event.userId).role = event.role;
@@ -147,9 +213,10 @@ export class Store {
         }
         break;
       case "presence_changed":
+        // SPEC §4.3: {teamId, online: [userId…], offline: [userId…]}, one window's changes.
         if (here) {
-          if (event.online) this.online.add(event.userId);
-          else this.online.delete(event.userId);
+          for (const userId of ids(event.online)) this.online.add(userId);
+          for (const userId of ids(event.offline)) this.online.delete(userId);
           changed.members = true;
         }
         break;
@@ -171,5 +238,11 @@ export class Store {
     this.members = new Map();
     this.online = new Set();
     this.flashes = new Set();
+    this.authors = new Map();
   }
+}
+
+/** The integers of a list from the wire (anything else: none). */
+function ids(list) {
+  return Array.isArray(list) ? list.filter(Number.isInteger) : [];
 }
