@@ -14,8 +14,8 @@ A socket that is syncing (authenticating or replaying) is skipped by every
 room emit and holds the event instead; `apply` later delivers it to that one
 socket with the same rules. Control messages (no event id) are not team
 events: `sessions_revoked` and `family_revoked` disconnect the sockets they
-revoke; `presence_changed`
-(from the Redis presence store) goes to the named teams' rooms here.
+revoke; `presence_changed` (from the Redis presence store) goes to the named
+teams' rooms here.
 """
 
 from __future__ import annotations
