@@ -465,6 +465,8 @@ async def test_4_token_refresh_both_forms_with_acknowledgements(
     assert result["reuse"]["body"]["error"]["code"] == "REFRESH_TOKEN_REUSED"
     assert result["afterReuse"]["status"] == 401
 
+    # The reuse revoked the family, and with it the access token this socket was
+    # renewed with (SPEC §3: open sockets too): told, then disconnected.
     socket = result["socket"]
     assert timeline(socket) == [
         "connect",
@@ -473,8 +475,11 @@ async def test_4_token_refresh_both_forms_with_acknowledgements(
         "authenticated",
         "token_refreshed",
         "authenticated",
+        "authentication_error",
+        "disconnect",
     ]
-    assert socket["connected"] is True
+    assert socket["connected"] is False
+    assert socket["disconnect"] == "io server disconnect"
     assert_transport(socket, transport)
 
 
