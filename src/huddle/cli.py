@@ -50,8 +50,8 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 def _serve(role: str, host: str | None, port: int | None, default_port: int) -> None:
     import uvicorn
 
+    from huddle import accel
     from huddle.app import build_app
-    from huddle.gateway.transport import FastHttpToolsProtocol, FastWebSocketProtocol
 
     settings = _settings(host=host, port=port)
     bind_port = settings.port if settings.port is not None else default_port
@@ -62,17 +62,19 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         raise typer.Exit(2) from None
     log = get_logger("huddle")
     log.info("starting", role=role, host=settings.host, port=bind_port, env=settings.app_env)
+    protocols: dict[str, Any] = {}
+    if accel.load(settings.accel).uvicorn:
+        from huddle.accel.uvicorn import FastHttpToolsProtocol, FastWebSocketProtocol
+
+        # uvicorn's sans-I/O WebSocket protocol with the gateway's shared-frame write
+        # path, and httptools handing upgrade requests over already parsed.
+        protocols = {"ws": FastWebSocketProtocol, "http": FastHttpToolsProtocol}
     uvicorn.run(
         app,
         host=settings.host,
         port=bind_port,
         log_config=None,
         access_log=False,
-        # uvicorn's sans-I/O WebSocket protocol, extended with the shared-frame
-        # write path of the gateway's broadcasts (gateway/transport.py).
-        ws=FastWebSocketProtocol,
-        # httptools, handing upgrade requests over already parsed (transport.py `take_over`).
-        http=FastHttpToolsProtocol,
         interface="asgi3",  # the app is ASGI 3; uvicorn's guess looks for a coroutine function
         ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_payload + 1024,
@@ -82,6 +84,7 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn
         timeout_graceful_shutdown=10,
         lifespan="on",
+        **protocols,
     )
 
 

@@ -93,9 +93,6 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
 
     database_url: str | None = None
-    # How SQLite statements run: inline on the event loop (fast; see
-    # db/sqlite_inline.py) or in aiosqlite's thread per connection.
-    sqlite_driver: Literal["inline", "thread"] = "inline"
     redis_url: str | None = None
     redis_prefix: str = "huddle"
     backend_url: str | None = Field(
@@ -116,9 +113,9 @@ class Settings(BaseSettings):
     event_retention_hours: float = Field(24, gt=0)
     backend_timeout: float = Field(2, gt=0)
     ws_compression: bool = False
-    # How room broadcasts are written: "fast" (encode once, shared frames,
-    # coalesced writes; see gateway/manager.py) or python-socketio's "stock" path.
-    gateway_fanout: Literal["fast", "stock"] = "fast"
+    # "auto": the accel modules whose libraries are at their tested versions run
+    # (huddle/accel); "off": the libraries' own public paths only.
+    accel: Literal["auto", "off"] = "auto"
     # Engine.IO heartbeat (seconds), as Socket.IO's pingInterval / pingTimeout:
     # a client that misses a pong for ping_timeout is disconnected.
     socket_ping_interval: float = Field(25, gt=0)

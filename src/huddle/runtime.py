@@ -12,19 +12,23 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from huddle import accel
 from huddle.config import Settings
 from huddle.db.session import create_engine, create_sessionmaker
 from huddle.events import outbox
 from huddle.events.bus import EventBus, InProcessBus, RedisBus
 from huddle.events.envelope import SESSIONS_REVOKED, Envelope
 from huddle.logging import get_logger
+from huddle.ops import Probe
 from huddle.security.passwords import Passwords
 from huddle.security.ratelimit import BucketStore, LoginLimiter, create_bucket_store
 from huddle.security.revocation import Revocations
 from huddle.security.tokens import TokenService
-from huddle.services.auth import AuthService
+from huddle.services.auth import AuthService, load_revocations
+from huddle.services.events import EventService
 from huddle.services.tasks import TaskService
 from huddle.services.teams import TeamService
 from huddle.services.unit import Database
@@ -73,13 +77,13 @@ class Runtime:
             )
         else:
             bus = InProcessBus(last_id=last_id, fill_gap=fill_gap)
-        db = Database(sessionmaker, bus)
+        db = Database(sessionmaker, bus, outbox.statements(accel.load(settings.accel)))
         tokens = TokenService(settings)
         passwords = Passwords(fast=settings.app_env == "test")
         buckets = create_bucket_store(settings)
         revocations = Revocations(settings)
         try:
-            loaded = await revocations.load(sessionmaker)
+            loaded = await load_revocations(revocations, db)
             if loaded:
                 log.info("revocations_loaded", count=loaded)
         except Exception as exc:  # the database may be down at start; /readyz will say so
@@ -125,23 +129,30 @@ class Runtime:
         await self.buckets.aclose()
         await self.engine.dispose()
 
-    async def redis_ok(self) -> bool:
+    def readiness(self) -> dict[str, Probe]:
+        """What `/readyz` checks in this process: the database, and Redis when configured."""
+        probes: dict[str, Probe] = {"database": self._database_ok}
+        if self.settings.redis_url:
+            probes["redis"] = self._redis_ok
+        return probes
+
+    async def _database_ok(self) -> bool:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+
+    async def _redis_ok(self) -> bool:
         return self.bus.healthy
 
-    async def prune_events(self) -> int:
-        """Apply EVENT_RETENTION once; returns how many events were dropped."""
-        async with self.db.unit() as unit:
-            return await outbox.prune(
-                unit.session,
-                keep_events=self.settings.event_retention_events,
-                keep_for=timedelta(hours=self.settings.event_retention_hours),
-            )
-
     async def _prune_forever(self) -> None:
+        retention = EventService(self.db)
+        keep_for = timedelta(hours=self.settings.event_retention_hours)
         while True:
             await asyncio.sleep(PRUNE_INTERVAL)
             try:
-                dropped = await self.prune_events()
+                dropped = await retention.prune(
+                    keep_events=self.settings.event_retention_events, keep_for=keep_for
+                )
                 if dropped:
                     log.info("events_pruned", count=dropped)
             except Exception as exc:

@@ -146,6 +146,33 @@ class Page(BaseModel, Generic[T]):
     nextCursor: str | None = None
 
 
+# --- errors -----------------------------------------------------------------
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable `code`, a human `message`, and sometimes `details`."""
+
+    model_config = ConfigDict(title="ErrorInfo")
+
+    code: str = Field(examples=["VALIDATION_ERROR"])
+    message: str = Field(examples=["The request is not valid."])
+    details: Any = Field(
+        None,
+        description=(
+            "Depends on the code: the fields at fault for VALIDATION_ERROR, "
+            "`{current: Task}` for VERSION_CONFLICT, `{maxBody}` for PAYLOAD_TOO_LARGE."
+        ),
+    )
+
+
+class Error(BaseModel):
+    """The body of every error response."""
+
+    model_config = ConfigDict(title="Error")
+
+    error: ErrorInfo
+
+
 # --- auth -------------------------------------------------------------------
 
 

@@ -19,9 +19,11 @@ What differs from `json`, and why it is fine on this wire:
   is handed to `json`, so `bytes` still raise `TypeError`, which
   python-socketio and `FastManager` rely on to switch to binary packets;
 - what orjson will not read (NaN, Infinity, numbers beyond a double) goes to
-  engine.io's own `loads`, as before, which bounds integer length; integers
-  beyond 64 bits that fit a double come back as floats (as JavaScript reads
-  them); malformed input raises `json.JSONDecodeError` (a `ValueError`).
+  the standard library, with integers bounded to 100 digits (as engine.io's
+  own `loads` does, so a huge number cannot cost quadratic parsing time);
+  integers beyond 64 bits that fit a double come back as floats (as
+  JavaScript reads them); malformed input raises `json.JSONDecodeError` (a
+  `ValueError`).
 """
 
 from __future__ import annotations
@@ -30,9 +32,15 @@ import json
 from typing import Any
 
 import orjson
-from engineio import json as engineio_json
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
+MAX_INTEGER_DIGITS = 100
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INTEGER_DIGITS:
+        raise ValueError("Integer is too large")
+    return int(text)
 
 
 def dumps(obj: Any, **_: Any) -> str:
@@ -50,6 +58,5 @@ def loads(text: str | bytes, **_: Any) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         # What orjson refuses but Python's json (and so python-socketio) took:
-        # NaN and Infinity, and numbers beyond a double. engine.io's loads
-        # bounds how long an integer may be; it raises for what is not JSON.
-        return engineio_json.loads(text)
+        # NaN and Infinity, and numbers beyond a double; it raises for what is not JSON.
+        return json.loads(text, parse_int=_bounded_int)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,11 @@ from asgi_lifespan import LifespanManager
 from huddle.api.app import create_api
 from huddle.events import outbox
 from huddle.runtime import Runtime
+from huddle.services.events import EventService
 from tests.api.conftest import make_settings, migrated
 from tests.factories import Factory, TestUser
+
+DAY = timedelta(days=1)
 
 
 async def head(runtime: Runtime) -> int:
@@ -184,7 +188,8 @@ async def test_resync_is_required_once_pruning_passed_the_point(
     first = await head(runtime)
     for _ in range(5):
         await factory.task(team["id"], owner)
-    assert await runtime.prune_events() > 0
+    retention = runtime.settings.event_retention_events
+    assert await EventService(runtime.db).prune(keep_events=retention, keep_for=DAY) > 0
     last = await head(runtime)
 
     stale = await missed(factory.client, owner, first)

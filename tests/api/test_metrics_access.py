@@ -14,8 +14,8 @@ import pytest
 from starlette.types import ASGIApp
 
 from huddle.api.app import create_api
+from huddle.app import build_app
 from huddle.config import Settings
-from huddle.gateway.server import mount_gateway
 from tests.api.conftest import make_settings
 
 PRODUCTION_SECRET = "Xq3-production-secret-with-enough-entropy-8f1c2a"
@@ -37,7 +37,7 @@ def api_app(settings: Settings) -> ASGIApp:
 
 
 def gateway_app(settings: Settings) -> ASGIApp:
-    return mount_gateway(settings, "gateway")
+    return build_app(settings, "gateway")
 
 
 APPS: dict[str, Callable[[Settings], ASGIApp]] = {"api": api_app, "gateway": gateway_app}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import delete, event, func, insert, select
@@ -13,6 +14,7 @@ from huddle.db.models import Event, EventCounter
 from huddle.errors import DatabaseUnavailable
 from huddle.events.envelope import Envelope
 from huddle.runtime import Runtime
+from huddle.services.events import EventService
 from tests.factories import Factory
 
 
@@ -197,8 +199,7 @@ async def test_retention_prunes_and_remembers_how_far(runtime: Runtime, factory:
     team = await factory.team(owner)
     for _ in range(5):
         await factory.task(team["id"], owner)
-    runtime.settings.event_retention_events = 2
-    dropped = await runtime.prune_events()
+    dropped = await EventService(runtime.db).prune(keep_events=2, keep_for=timedelta(days=1))
     assert dropped >= 4
     async with runtime.db.read() as session:
         remaining = await session.scalar(select(func.count()).select_from(Event))

@@ -6,12 +6,12 @@ import httpx
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
+from huddle.app import build_app
 from huddle.config import Settings
-from huddle.gateway.server import mount_gateway
 
 
 async def test_static_files_log_and_count_under_their_routes(settings: Settings) -> None:
-    app = mount_gateway(settings, "serve")  # the web client is served by `huddle serve`
+    app = build_app(settings, "serve")  # the web client is served by `huddle serve`
     async with LifespanManager(app, startup_timeout=30):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -20,11 +20,9 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from huddle.config import Settings
-from huddle.events.bus import stream_key
+from huddle.events.bus import RedisBus, stream_key
 from huddle.events.envelope import Envelope
-from huddle.gateway.presence_redis import RedisPresence
-from huddle.gateway.server import _stream_head
+from huddle.gateway.realtime.presence.redis_store import RedisPresence
 from tests.gateway.backend_api import TcpRelay
 
 pytestmark = pytest.mark.redis
@@ -275,5 +273,9 @@ async def test_a_starting_gateway_finds_the_newest_event_behind_presence_message
             body = {"type": "presence_changed", "payload": {"userId": user_id, "online": True}}
             pipe.xadd(stream_key(prefix), {"e": json.dumps(body), "o": "presence:test"})
         await pipe.execute()
-    settings = Settings(_env_file=None, redis_url=redis_url, redis_prefix=prefix)
-    assert await _stream_head(settings) == 41
+    bus = RedisBus(redis_url, prefix=prefix)
+    await bus.start()
+    try:
+        assert bus.head == 41
+    finally:
+        await bus.stop()

@@ -24,9 +24,9 @@ import uvicorn
 import websockets
 import websockets.sync.client
 
-from huddle.gateway.engine import LeanSocketIOServer
-from huddle.gateway.manager import FastManager
-from huddle.gateway.transport import FastHttpToolsProtocol, FastWebSocketProtocol
+from huddle.accel.engineio import LeanSocketIOServer
+from huddle.accel.socketio import FastManager
+from huddle.accel.uvicorn import FastHttpToolsProtocol, FastWebSocketProtocol
 
 
 def _free_port() -> int:

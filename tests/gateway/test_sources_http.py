@@ -24,10 +24,12 @@ from huddle.errors import (
     TokenRevoked,
 )
 from huddle.events import outbox
-from huddle.gateway.backend import HttpSource
-from huddle.gateway.breaker import BreakerState
-from huddle.gateway.sources import InProcessSource
+from huddle.events.types import StaleData
+from huddle.gateway.sources.breaker import BreakerState
+from huddle.gateway.sources.http import HttpSource
+from huddle.gateway.sources.inprocess import InProcessSource
 from huddle.runtime import Runtime
+from huddle.security.tokens import Claims
 from tests.factories import Factory, TestUser
 from tests.gateway.backend_api import (
     SECRET,
@@ -115,12 +117,17 @@ async def user_with_data(factory: Factory) -> tuple[TestUser, list[int], list[in
     return user, [*mine, theirs], tasks
 
 
+def claims(user_id: int) -> Claims:
+    """The claims the gateway's edge hands on with a token (only the user id matters here)."""
+    return Claims(user_id, time.time(), time.time() + 900, "jti")
+
+
 async def test_fetch_follows_every_page_of_teams_and_tasks(
     source: HttpSource, factory: Factory, client: httpx.AsyncClient
 ) -> None:
     """Pages of 2: three teams and two tasks need more than one page each."""
     user, team_ids, task_ids = await user_with_data(factory)
-    data = await source.fetch(user.id, user.access_token)
+    data = await source.fetch(claims(user.id), user.access_token)
     assert data.degraded is False
     assert data.user == (await client.get("/api/users/me", headers=user.headers)).json()
     assert [t["id"] for t in data.teams] == team_ids
@@ -138,15 +145,15 @@ async def test_fetch_raises_the_backends_answer_about_the_token(
         algorithm="HS256",
     )
     with pytest.raises(TokenExpired):
-        await source.fetch(user.id, expired)
+        await source.fetch(claims(user.id), expired)
     with pytest.raises(TokenInvalid):
-        await source.fetch(user.id, "not-a-token")
+        await source.fetch(claims(user.id), "not-a-token")
     other = await factory.user()
     with pytest.raises(TokenInvalid):  # a valid token of someone else
-        await source.fetch(user.id, other.access_token)
+        await source.fetch(claims(user.id), other.access_token)
     await client.post("/api/auth/logout-all", headers=user.headers)
     with pytest.raises(TokenRevoked):
-        await source.fetch(user.id, user.access_token)
+        await source.fetch(claims(user.id), user.access_token)
     # Answers about tokens are not backend failures.
     assert source.breaker.state is BreakerState.CLOSED and source.healthy
 
@@ -156,7 +163,7 @@ async def test_rotate_redeems_once_and_reports_reuse(source: HttpSource, factory
     pair = await source.rotate(user.refresh_token)
     assert pair.access_token and pair.refresh_token != user.refresh_token
     assert pair.expires_in > 0
-    data = await source.fetch(user.id, pair.access_token)
+    data = await source.fetch(claims(user.id), pair.access_token)
     assert data.user["id"] == user.id and not data.degraded
     with pytest.raises(RefreshTokenReused):
         await source.rotate(user.refresh_token)
@@ -179,8 +186,8 @@ async def test_http_and_in_process_sources_answer_identically(
         await factory.member(team_ids[0], user, outsider)
         await client.delete(f"/api/teams/{team_ids[0]}/members/{outsider.id}", headers=user.headers)
 
-        over_http = await source.fetch(user.id, user.access_token)
-        direct = await in_process.fetch(user.id, user.access_token)
+        over_http = await source.fetch(claims(user.id), user.access_token)
+        direct = await in_process.fetch(claims(user.id), user.access_token)
         assert over_http == direct
 
         http_replay = await source.replay(user.id, user.access_token, start)
@@ -204,13 +211,13 @@ async def test_backend_down_degrades_from_cache_or_empty_within_the_timeout(
 ) -> None:
     user, _, _ = await user_with_data(factory)
     stranger = await factory.user()
-    fresh = await source.fetch(user.id, user.access_token)
+    fresh = await source.fetch(claims(user.id), user.access_token)
     await relay.stop()
     before = failures("connect")
 
     started = time.monotonic()
-    cached = await source.fetch(user.id, user.access_token)
-    empty = await source.fetch(stranger.id, stranger.access_token)
+    cached = await source.fetch(claims(user.id), user.access_token)
+    empty = await source.fetch(claims(stranger.id), stranger.access_token)
     assert time.monotonic() - started < 2 * TIMEOUT
 
     assert cached.degraded and (cached.user, cached.teams, cached.tasks) == (
@@ -232,10 +239,10 @@ async def test_invalidate_drops_the_cached_data(
     source: HttpSource, factory: Factory, relay: TcpRelay
 ) -> None:
     user, _, _ = await user_with_data(factory)
-    await source.fetch(user.id, user.access_token)
-    source.invalidate(user.id)
+    await source.fetch(claims(user.id), user.access_token)
+    source.invalidate(StaleData(users=frozenset({user.id})))
     await relay.stop()
-    data = await source.fetch(user.id, user.access_token)
+    data = await source.fetch(claims(user.id), user.access_token)
     assert data.degraded and data.teams == [] and data.user == {"id": user.id}
 
 
@@ -245,11 +252,11 @@ async def test_cache_entries_expire_after_the_ttl(
     source = make_source(tmp_path, relay.url, cache_ttl=0.2)
     try:
         user, _, _ = await user_with_data(factory)
-        await source.fetch(user.id, user.access_token)
+        await source.fetch(claims(user.id), user.access_token)
         await relay.stop()
-        assert (await source.fetch(user.id, user.access_token)).teams != []
+        assert (await source.fetch(claims(user.id), user.access_token)).teams != []
         await asyncio.sleep(0.25)
-        assert (await source.fetch(user.id, user.access_token)).teams == []
+        assert (await source.fetch(claims(user.id), user.access_token)).teams == []
     finally:
         await source.stop()
 
@@ -260,19 +267,19 @@ async def test_breaker_opens_after_five_failures_then_half_opens_for_one_trial(
     source = make_source(tmp_path, f"http://127.0.0.1:{free_port()}")
     try:
         for _ in range(5):
-            assert (await source.fetch(1, "token")).degraded
+            assert (await source.fetch(claims(1), "token")).degraded
         assert source.breaker.state is BreakerState.OPEN
         assert breaker_gauge() == BreakerState.OPEN
         refused = failures("breaker_open")
         started = time.monotonic()
-        assert (await source.fetch(1, "token")).degraded
+        assert (await source.fetch(claims(1), "token")).degraded
         assert time.monotonic() - started < 0.05  # refused without trying
         assert failures("breaker_open") == refused + 1
 
         await asyncio.sleep(0.3)
         assert source.breaker.state is BreakerState.HALF_OPEN
         connect = failures("connect")
-        assert (await source.fetch(1, "token")).degraded  # the one trial, still down
+        assert (await source.fetch(claims(1), "token")).degraded  # the one trial, still down
         assert failures("connect") == connect + 1
         assert source.breaker.state is BreakerState.OPEN
     finally:
@@ -291,14 +298,14 @@ async def test_recovery_is_detected_by_the_probe_and_runs_the_callbacks(
     source.on_recovered(on_recovered)
     await relay.stop()
     for _ in range(5):
-        await source.fetch(user.id, user.access_token)
+        await source.fetch(claims(user.id), user.access_token)
     assert source.breaker.state is BreakerState.OPEN
 
     await relay.start()  # nobody fetches: only the background probe can notice
     await asyncio.wait_for(recovered.wait(), timeout=3)
     assert source.healthy and source.breaker.state is BreakerState.CLOSED
     assert breaker_gauge() == BreakerState.CLOSED
-    data = await source.fetch(user.id, user.access_token)
+    data = await source.fetch(claims(user.id), user.access_token)
     assert not data.degraded and [t["id"] for t in data.teams] == team_ids
 
 
@@ -308,7 +315,7 @@ async def test_a_hung_backend_times_out_and_degrades(tmp_path: Path) -> None:
         try:
             before = failures("timeout")
             started = time.monotonic()
-            data = await source.fetch(7, "token")
+            data = await source.fetch(claims(7), "token")
             assert time.monotonic() - started < 0.6
             assert data.degraded and data.user == {"id": 7}
             assert failures("timeout") == before + 1
@@ -321,7 +328,7 @@ async def test_a_failing_backend_5xx_degrades_and_counts(tmp_path: Path) -> None
         source = make_source(tmp_path, failing.url)
         try:
             before = failures("http_5xx")
-            assert (await source.fetch(7, "token")).degraded
+            assert (await source.fetch(claims(7), "token")).degraded
             assert failures("http_5xx") == before + 1
             with pytest.raises(BackendUnavailable):
                 await source.rotate("refresh")
@@ -341,22 +348,22 @@ async def test_redis_cache_is_shared_and_invalidated(
     client = aioredis.Redis.from_url(redis_url)
     try:
         user, team_ids, _ = await user_with_data(factory)
-        await live.fetch(user.id, user.access_token)
+        await live.fetch(claims(user.id), user.access_token)
         key = live.cache.key(user.id)
         stored = json.loads(await client.get(key))
         assert [t["id"] for t in stored["teams"]] == team_ids
         assert 0 < await client.pttl(key) <= 60_000
 
-        elsewhere = await dead.fetch(user.id, user.access_token)
+        elsewhere = await dead.fetch(claims(user.id), user.access_token)
         assert elsewhere.degraded and [t["id"] for t in elsewhere.teams] == team_ids
 
-        live.invalidate(user.id)
+        live.invalidate(StaleData(users=frozenset({user.id})))
         for _ in range(50):
             if not await client.exists(key):
                 break
             await asyncio.sleep(0.01)
         assert not await client.exists(key)
-        assert (await dead.fetch(user.id, user.access_token)).teams == []
+        assert (await dead.fetch(claims(user.id), user.access_token)).teams == []
     finally:
         await client.aclose()
         await live.stop()
@@ -369,9 +376,9 @@ async def test_redis_down_falls_back_to_the_memory_cache(
     source = make_source(tmp_path, relay.url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     try:
         user, team_ids, _ = await user_with_data(factory)
-        assert not (await source.fetch(user.id, user.access_token)).degraded
+        assert not (await source.fetch(claims(user.id), user.access_token)).degraded
         await relay.stop()
-        data = await source.fetch(user.id, user.access_token)
+        data = await source.fetch(claims(user.id), user.access_token)
         assert data.degraded and [t["id"] for t in data.teams] == team_ids
     finally:
         await source.stop()

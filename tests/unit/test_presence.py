@@ -7,15 +7,12 @@ from typing import Any
 
 from huddle.config import Settings
 from huddle.events.envelope import PRESENCE_CHANGED, Envelope
-from huddle.gateway.hub import Hub
-from huddle.gateway.presence import (
-    MemoryPresence,
-    Presence,
-    PresenceBatch,
-    create_presence_store,
-)
-from huddle.gateway.presence_redis import RedisPresence
-from huddle.gateway.relay import EventRelay
+from huddle.gateway.realtime.hub import Hub
+from huddle.gateway.realtime.presence.batch import PresenceBatch
+from huddle.gateway.realtime.presence.local import Presence
+from huddle.gateway.realtime.presence.redis_store import RedisPresence
+from huddle.gateway.realtime.presence.store import MemoryPresence, create_presence_store
+from huddle.gateway.realtime.relay import EventRelay
 
 
 class FakeSio:
@@ -347,7 +344,7 @@ async def test_the_hub_learns_of_listings_through_the_store() -> None:
 
 async def test_a_window_grows_with_the_room_so_a_big_team_costs_bounded_frames() -> None:
     """A team of 2,000 coming online at once must not cost a frame per member per 50 ms."""
-    from huddle.gateway.hub import PRESENCE_WINDOW_MAX, PRESENCE_WINDOW_PER_MEMBER
+    from huddle.gateway.realtime.hub import PRESENCE_WINDOW_MAX, PRESENCE_WINDOW_PER_MEMBER
 
     hub = Hub(FakeSio(), settings(), MemoryPresence())
     hub.presence.local.join(1, 10)

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from huddle import ops
 from huddle.api import errors
 from huddle.api.apidocs import mount_docs
 from huddle.api.middleware import BodyLimit, RequestContext
 from huddle.api.openapi import finish_schema
-from huddle.api.routes import auth, events, ops, tasks, teams, users
+from huddle.api.routes import auth, events, tasks, teams, users
 from huddle.config import Settings
 from huddle.runtime import Runtime
 
@@ -31,6 +32,7 @@ def create_api(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.start(settings)
         app.state.runtime = runtime
+        app.state.readiness = runtime.readiness()
         try:
             for hook in on_start or []:
                 await hook(runtime)

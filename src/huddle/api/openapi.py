@@ -17,7 +17,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ConfigDict, Field
+
+from huddle.schemas import Error, ErrorInfo
+
+__all__ = ["DESCRIPTIONS", "Error", "ErrorInfo", "errors", "finish_schema"]
 
 DESCRIPTIONS: dict[int, str] = {
     400: "The request is malformed (`BAD_REQUEST`).",
@@ -34,30 +37,6 @@ DESCRIPTIONS: dict[int, str] = {
     429: "Too many failed attempts (`RATE_LIMITED`); `Retry-After` says when to try again.",
     503: "The database is unreachable (`DATABASE_UNAVAILABLE`); try again shortly.",
 }
-
-
-class ErrorInfo(BaseModel):
-    """What went wrong: a stable `code`, a human `message`, and sometimes `details`."""
-
-    model_config = ConfigDict(title="ErrorInfo")
-
-    code: str = Field(examples=["VALIDATION_ERROR"])
-    message: str = Field(examples=["The request is not valid."])
-    details: Any = Field(
-        None,
-        description=(
-            "Depends on the code: the fields at fault for VALIDATION_ERROR, "
-            "`{current: Task}` for VERSION_CONFLICT, `{maxBody}` for PAYLOAD_TOO_LARGE."
-        ),
-    )
-
-
-class Error(BaseModel):
-    """The body of every error response."""
-
-    model_config = ConfigDict(title="Error")
-
-    error: ErrorInfo
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -9,9 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession  # re-export for the app
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from huddle import wirejson
+from huddle import accel, wirejson
 from huddle.config import Settings
-from huddle.db import sqlite_inline
 
 # JSON columns (the outbox's payloads) through orjson, as on the Socket.IO wire:
 # the standard library's encoder was ~14 µs of an outbox event's ~300.
@@ -35,13 +34,22 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     if url.startswith("sqlite"):
         settings.huddle_data_dir.mkdir(parents=True, exist_ok=True)
         extra: dict[str, Any] = {}
-        if settings.sqlite_driver == "inline":
-            extra["module"] = sqlite_inline.dbapi()
+        if accel.load(settings.accel).sqlalchemy:
+            from huddle.accel.sqlalchemy import dbapi
+
+            extra["module"] = dbapi()
             # With a checkout timeout SQLAlchemy waits on the pool through
             # asyncio.wait_for, a new task and a loop turn per checkout, even when
             # a connection is free. Inline units never interleave, so the pool is
             # never drained for long; wait without a timeout instead.
             extra["pool_timeout"] = None
+        else:
+            # aiosqlite yields between statements, so two units on two connections
+            # could interleave and one fail to upgrade its read snapshot to SQLite's
+            # single write lock ("database is locked"). One connection makes units
+            # take turns, as they do inline.
+            extra["pool_size"] = 1
+            extra["max_overflow"] = 0
         engine = create_async_engine(url, connect_args={"timeout": 5}, **_JSON, **extra)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

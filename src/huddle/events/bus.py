@@ -30,6 +30,8 @@ GapFiller = Callable[[int, int], Awaitable[list[Envelope]]]
 
 STREAM_MAXLEN = 100_000
 """Entries the Redis stream keeps (approximately); older ones are trimmed."""
+STREAM_HEAD_PAGE, STREAM_HEAD_PAGES = 500, 20
+"""How far back `RedisBus` looks for the newest logged event at start: 10,000 entries."""
 
 
 def stream_key(prefix: str) -> str:
@@ -37,7 +39,7 @@ def stream_key(prefix: str) -> str:
 
     Each entry is `{e: <Envelope JSON>, o: <writer id>}`. Besides the buses,
     the Redis presence store appends `presence_changed` control messages to it
-    from its scripts (`huddle.gateway.presence_redis`).
+    from its scripts (`huddle.gateway.realtime.presence.redis_store`).
     """
     return f"{prefix}:events"
 
@@ -55,6 +57,11 @@ class EventBus(Protocol):
 
     @property
     def healthy(self) -> bool: ...
+
+    @property
+    def head(self) -> int | None:
+        """The newest event id this bus has delivered or knows of (None: none yet)."""
+        ...
 
 
 class Sequencer:
@@ -157,6 +164,10 @@ class InProcessBus:
     def healthy(self) -> bool:
         return True
 
+    @property
+    def head(self) -> int | None:
+        return self._sequencer.last_id
+
 
 class RedisBus:
     """Events through a Redis stream, so every instance hears every event.
@@ -202,6 +213,10 @@ class RedisBus:
     def healthy(self) -> bool:
         return self._healthy and self._publishing_ok
 
+    @property
+    def head(self) -> int | None:
+        return self._sequencer.last_id
+
     async def publish(self, events: Sequence[Envelope]) -> None:
         for event in events:
             if len(self._pending) == self._pending.maxlen:
@@ -212,6 +227,9 @@ class RedisBus:
             await self._sequencer.push(event)
 
     async def start(self) -> None:
+        if self._sequencer.last_id is None:
+            # No database told us where the log stands (`huddle gateway`): the stream does.
+            self._sequencer.last_id = await self._stream_head()
         self._tasks = [
             asyncio.create_task(self._listen(), name="huddle-bus-listen"),
             asyncio.create_task(self._flush(), name="huddle-bus-flush"),
@@ -230,6 +248,27 @@ class RedisBus:
                 await task
         await self._sequencer.close()
         await self._redis.aclose()
+
+    async def _stream_head(self) -> int | None:
+        """The newest logged event id on the stream (control messages have none), looking
+        back at most `STREAM_HEAD_PAGES` pages; None when Redis cannot say."""
+        newest = "+"
+        try:
+            for _page in range(STREAM_HEAD_PAGES):
+                entries: Any = await self._redis.xrevrange(
+                    self._stream, max=newest, count=STREAM_HEAD_PAGE
+                )
+                for entry_id, fields in entries or []:
+                    raw = fields.get(b"e") or fields.get("e")
+                    event_id = Envelope.from_json(raw).id if raw is not None else None
+                    if event_id is not None:
+                        return event_id
+                    newest = "(" + _text(entry_id)
+                if len(entries or []) < STREAM_HEAD_PAGE:
+                    break
+        except (RedisError, OSError, ValueError, KeyError) as exc:
+            log.warning("event_stream_head_unavailable", error=type(exc).__name__)
+        return None
 
     async def _send(self, batch: list[Envelope]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:

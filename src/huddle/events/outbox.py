@@ -8,30 +8,59 @@ from "the last id I saw" without missing an event committed late.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from huddle.accel import Accel
 from huddle.clock import iso, utcnow
 from huddle.db.models import Event, EventCounter
-from huddle.db.prepared import Prepared
 from huddle.events.envelope import Envelope
 
-# Built once and compiled once per dialect (`Prepared`): a new
-# `insert(Event).values(...)` per event was slower than the ORM's flush, and
-# even a cached Core statement costs more CPU per call than SQLite's work.
 # Rows go in as parameters on the unit's connection: no ORM object, no flush.
-_NEXT_ID = Prepared(
-    text("UPDATE event_counter SET last_id = last_id + 1 WHERE id = 1 RETURNING last_id")
-)
-_INSERT = Prepared(insert(Event))
+_NEXT_ID = text("UPDATE event_counter SET last_id = last_id + 1 WHERE id = 1 RETURNING last_id")
+_INSERT = insert(Event)
+
+
+class OutboxStatements(Protocol):
+    """The two statements an event costs, on the unit's (sync) connection."""
+
+    def next_id(self, connection: Connection) -> int:
+        """Take the next event id (the counter row stays locked until commit)."""
+        ...
+
+    def insert(self, connection: Connection, row: Mapping[str, Any]) -> None:
+        """Insert one `events` row."""
+        ...
+
+
+class CoreStatements:
+    """`OutboxStatements` through SQLAlchemy Core (the public path)."""
+
+    def next_id(self, connection: Connection) -> int:
+        return int(connection.execute(_NEXT_ID).scalar_one())
+
+    def insert(self, connection: Connection, row: Mapping[str, Any]) -> None:
+        connection.execute(_INSERT, dict(row))
+
+
+def statements(accel: Accel) -> OutboxStatements:
+    """Core statements, or the SQLAlchemy accel module's prepared ones when it runs."""
+    if accel.sqlalchemy:
+        from huddle.accel.sqlalchemy import PreparedOutbox
+
+        return PreparedOutbox(_NEXT_ID, _INSERT)
+    return CoreStatements()
 
 
 async def record(
     session: AsyncSession,
+    statements: OutboxStatements,
     *,
     type: str,
     team_id: int,
@@ -49,13 +78,12 @@ async def record(
     def write(sync: Session) -> Envelope:
         sync.flush()
         connection = sync.connection()
-        (row,) = _NEXT_ID.execute(connection)
-        event_id = int(row[0])
+        event_id = statements.next_id(connection)
         now = utcnow()
         payload: dict[str, Any] = {"eventId": event_id, "teamId": team_id, **body}
         payload["actorId"] = actor_id
         payload["timestamp"] = iso(now)
-        _INSERT.execute(
+        statements.insert(
             connection,
             {
                 "id": event_id,

@@ -27,12 +27,12 @@ from huddle.errors import (
     TokenMissing,
     TokenRevoked,
 )
-from huddle.gateway.hub import Hub
 from huddle.gateway.payloads import RefreshRequest
-from huddle.gateway.relay import EventRelay
+from huddle.gateway.realtime.hub import Hub
+from huddle.gateway.realtime.relay import EventRelay
 from huddle.gateway.replay import synchronize
 from huddle.gateway.session import SocketSession, State
-from huddle.gateway.userdata import UserDataSource
+from huddle.gateway.sources.base import UserDataSource
 from huddle.logging import get_logger, log_enabled
 from huddle.security.revocation import Revocations
 from huddle.security.tokens import Claims, TokenService
@@ -77,31 +77,35 @@ class Authenticator:
             lambda: self._hub.spawn(self._auth_timeout(session), "auth-timeout"),
         )
 
+    def verify(self, token: str) -> Claims | AuthError:
+        """Verify a token where it enters (handshake, `authenticate`, `refresh_token`):
+        its claims, or the refusal, which is what gets passed on from then on."""
+        try:
+            return self._tokens.verify_access(token)
+        except AuthError as exc:
+            return exc
+
     async def authenticate(
         self,
         session: SocketSession,
         token: str,
+        verified: Claims | AuthError,
         *,
         replay_after: int | None,
-        refused: AuthError | None = None,
     ) -> dict[str, Any]:
-        """Verify, fetch the user's data, join the rooms, emit `authenticated`, replay.
+        """Admit a verified token: fetch the user's data, join the rooms, emit
+        `authenticated`, replay.
 
-        Call with `session.lock` held. Raises `Reported` when the client was
-        sent an `authentication_error` instead. `refused`: what an earlier
-        `verify_access` of this same token raised (the handshake's pre-check),
-        so a refused token is not verified twice; a refusal never turns into
-        an acceptance later (an expired token stays expired).
+        Call with `session.lock` held. `verified` is what `verify(token)`
+        answered. Raises `Reported` when the client was sent an
+        `authentication_error` instead.
         """
         hub = self._hub
-        try:
-            if refused is not None:
-                raise refused
-            claims = self._tokens.verify_access(token)
-        except TokenExpired:
+        if isinstance(verified, TokenExpired):
             await self._token_expired(session, replay_after)
-        except AuthError as exc:
-            await self.fail(session, exc)
+        if isinstance(verified, AuthError):
+            await self.fail(session, verified)
+        claims = verified
         await self._check_admissible(session, claims)
         same_user = session.user_id == claims.user_id
         # A lastEventId given before the user was known (handshake) or before
@@ -127,7 +131,7 @@ class Authenticator:
         hub = self._hub
         head = self._relay.head
         try:
-            data = await self._source.fetch(claims.user_id, token)
+            data = await self._source.fetch(claims, token)
         except TokenExpired:
             await self._token_expired(session, replay_after)
         except AuthError as exc:
@@ -139,6 +143,7 @@ class Authenticator:
             await hub.leave_all(session)
         hub.sessions.bind(session, claims.user_id)
         session.token = token
+        session.claims = claims
         session.issued_at = claims.issued_at
         session.family_id = claims.family_id
         session.expires_at = claims.expires_at
@@ -154,7 +159,7 @@ class Authenticator:
             "tasks": data.tasks,
             "timestamp": iso(utcnow()),
             "expiresAt": iso(claims.expires_at),
-            "lastEventId": head,
+            "lastEventId": head or 0,
             "degraded": data.degraded,
         }
         await hub.send(session, "authenticated", body)
@@ -299,12 +304,12 @@ class Authenticator:
             expires_in = rotated.expires_in
         else:
             access_token = request.value
-        try:
-            claims = self._tokens.verify_access(access_token)
-        except TokenExpired:
+        verified = self.verify(access_token)
+        if isinstance(verified, TokenExpired):
             await self._token_expired(session, None)
-        except AuthError as exc:
-            await self.fail(session, exc)
+        if isinstance(verified, AuthError):
+            await self.fail(session, verified)
+        claims = verified
         if session.user_id is not None and claims.user_id != session.user_id:
             await self.fail(session, TokenInvalid("The new token belongs to another user."))
         if expires_in is None:
@@ -317,5 +322,5 @@ class Authenticator:
         }
         await self._hub.send(session, "token_refreshed", refreshed)
         log.info("socket_token_refreshed", sid=session.sid, user_id=claims.user_id)
-        await self.authenticate(session, access_token, replay_after=None)
+        await self.authenticate(session, access_token, claims, replay_after=None)
         return refreshed

@@ -36,12 +36,13 @@ from huddle.errors import (
 from huddle.gateway import payloads
 from huddle.gateway.admission import PendingSessions
 from huddle.gateway.auth import Authenticator, Reported
-from huddle.gateway.hub import NAMESPACE, Hub
 from huddle.gateway.packets import MALFORMED_EVENT, MalformedPacket
-from huddle.gateway.relay import EventRelay
+from huddle.gateway.realtime.fanout import NAMESPACE
+from huddle.gateway.realtime.hub import Hub
+from huddle.gateway.realtime.relay import EventRelay
 from huddle.gateway.replay import synchronize
 from huddle.gateway.session import SocketSession, State
-from huddle.gateway.userdata import UserDataSource
+from huddle.gateway.sources.base import UserDataSource
 from huddle.logging import get_logger, log_enabled
 from huddle.metrics import CONNECTION_OUTCOMES, SOCKETS_OPEN
 from huddle.security.client_ip import LoopbackProxyWarning, client_address, peer_ip
@@ -181,20 +182,14 @@ class GatewayNamespace:
         handshake = payloads.handshake(auth, environ.get("HTTP_AUTHORIZATION"))
         if handshake.malformed:
             await self.hub.send_error(session, BadRequest(handshake.malformed))
-        # Decode the token locally first (no I/O): an expired one is charged to
-        # its own bucket, so a client coming back from sleep keeps its attempts.
-        # A refusal is handed to `authenticate`, which does not verify again (and
-        # a token that passed is remembered by `TokenService`, so it costs a lookup).
-        refused: AuthError | None = None
-        if handshake.token is not None:
-            try:
-                self.tokens.verify_access(handshake.token)
-            except AuthError as exc:
-                refused = exc
+        # Verify the token here, once (no I/O): an expired one is charged to its
+        # own bucket, so a client coming back from sleep keeps its attempts; the
+        # claims (or the refusal) are what `authenticate` works with.
+        verified = None if handshake.token is None else self.auth.verify(handshake.token)
         try:
             decision = await self.limiter.check(
                 session.client_ip,
-                expired=isinstance(refused, TokenExpired),
+                expired=isinstance(verified, TokenExpired),
                 localhost=session.localhost,
             )
         except Exception as exc:  # the limiter must never refuse everyone
@@ -204,13 +199,13 @@ class GatewayNamespace:
                 CONNECTION_OUTCOMES["rate_limited"].inc()
                 await self.hub.reject(session, RateLimited(decision.retry_after_ms))
                 return
-        if handshake.token is None:
+        if handshake.token is None or verified is None:
             CONNECTION_OUTCOMES["awaiting_token"].inc()
             self.auth.await_token(session, handshake.last_event_id)
             return
         try:
             await self.auth.authenticate(
-                session, handshake.token, replay_after=handshake.last_event_id, refused=refused
+                session, handshake.token, verified, replay_after=handshake.last_event_id
             )
         except Reported as reported:
             outcome = "expired" if isinstance(reported.error, TokenExpired) else "rejected"
@@ -317,7 +312,10 @@ class GatewayNamespace:
         async with session.lock:
             if session.closed:
                 raise TokenMissing()
-            return await self.auth.authenticate(session, token, replay_after=last_event_id)
+            verified = self.auth.verify(token)
+            return await self.auth.authenticate(
+                session, token, verified, replay_after=last_event_id
+            )
 
     async def _on_refresh_token(self, session: SocketSession, args: tuple[Any, ...]) -> Any:
         request = payloads.refresh(args)
@@ -360,11 +358,11 @@ class GatewayNamespace:
             if session.authenticated and session.degraded and session.user_id is not None:
                 groups.setdefault(session.user_id, []).append(session)
         for user_id, sessions in groups.items():
-            token = next((s.token for s in sessions if s.token), None)
-            if token is None:
+            holder = next((s for s in sessions if s.token and s.claims), None)
+            if holder is None or holder.token is None or holder.claims is None:
                 continue
             try:
-                data = await self.source.fetch(user_id, token)
+                data = await self.source.fetch(holder.claims, holder.token)
             except Exception as exc:
                 log.debug("degraded_refetch_failed", user_id=user_id, error=type(exc).__name__)
                 continue

@@ -31,6 +31,8 @@ from typing import Any
 
 from socketio import packet as sio_packet
 
+from huddle.gateway.realtime.fanout import NAMESPACE
+
 RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
@@ -38,8 +40,6 @@ RESERVED_EVENTS = frozenset(
 
 MALFORMED_EVENT = "\x00malformed"
 """The event a refused but readable client event is turned into (no client can name it)."""
-
-NAMESPACE = "/"
 
 _INBOUND = frozenset({sio_packet.CONNECT, sio_packet.DISCONNECT, sio_packet.EVENT})
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from huddle.errors import AuthError
-from huddle.gateway.hub import Hub
-from huddle.gateway.relay import EventRelay
+from huddle.gateway.realtime.hub import Hub
+from huddle.gateway.realtime.relay import EventRelay
 from huddle.gateway.session import SocketSession
-from huddle.gateway.userdata import UserDataSource
+from huddle.gateway.sources.base import UserDataSource
 from huddle.logging import get_logger
 
 log = get_logger("huddle.gateway.replay")

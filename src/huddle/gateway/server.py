@@ -1,13 +1,11 @@
-"""The real-time gateway as an ASGI app: python-socketio's AsyncServer and its lifecycle.
+"""The real-time gateway: python-socketio's AsyncServer, its ASGI app and its lifecycle.
 
-`mount_gateway(settings, role)`:
-- `serve`: Socket.IO at `/socket.io/`, the web client at `/` and `/web/`
-  (`huddle.web`), everything else to the REST API. The
-  API's lifespan builds the Runtime; the gateway starts from it (same bus,
-  token service, rate-limit store, and the in-process user-data source).
-- `gateway`: no database. A small app answers `/healthz`, `/readyz` and
-  `/metrics`; its lifespan builds the bus (Redis when REDIS_URL is set), a
-  verify-only token service and the HTTP user-data source (BACKEND_URL).
+`Gateway(settings)` builds the Socket.IO server (with the accel modules'
+classes when they run, python-socketio's own otherwise); `asgi(other)` puts
+it at `/socket.io/` in front of another ASGI app (the REST API under `huddle
+serve`, the operations routes under `huddle gateway`); `start(...)` wires it
+to what the composition root (`huddle.app`) built: the bus, the token
+service, the user-data source and the rate-limit store.
 
 Shutdown (SIGTERM): the gateway first refuses new sockets and tells every open
 one `server_shutdown {retryAfter}` — each its own jittered delay — gives the
@@ -23,40 +21,26 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
-import httpx
-import redis.asyncio as aioredis
 import socketio
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from huddle import wirejson
-from huddle.api.app import create_api
-from huddle.api.routes.ops import metrics_response, readiness
+from huddle import accel, wirejson
 from huddle.config import Settings
-from huddle.errors import ConfigError
-from huddle.events import outbox
-from huddle.events.bus import EventBus, InProcessBus, RedisBus, stream_key
-from huddle.events.envelope import Envelope
-from huddle.gateway.engine import LeanSocketIOServer
-from huddle.gateway.hub import Hub
-from huddle.gateway.manager import FastManager
+from huddle.events.bus import EventBus
 from huddle.gateway.namespace import GatewayNamespace
 from huddle.gateway.packets import GatewayPacket
-from huddle.gateway.userdata import UserDataSource
+from huddle.gateway.realtime.hub import Hub
+from huddle.gateway.sources.base import UserDataSource
 from huddle.logging import get_logger
-from huddle.runtime import Runtime
 from huddle.security.buckets import BucketStore
-from huddle.security.ratelimit import ConnectionLimiter, create_bucket_store
+from huddle.security.ratelimit import ConnectionLimiter
 from huddle.security.revocation import Revocations
 from huddle.security.tokens import TokenService
-from huddle.web import mount_web_client
 
 log = get_logger("huddle.gateway")
 
@@ -87,21 +71,6 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
-
-
-def mount_gateway(settings: Settings, role: str) -> ASGIApp:
-    """The ASGI app of `huddle serve` (role "serve") or `huddle gateway` (role "gateway")."""
-    if role == "gateway" and not settings.backend_url:
-        raise ConfigError("BACKEND_URL: required for huddle gateway")
-    gateway = Gateway(settings)
-    if role == "serve":
-        other = _serve_api(settings, gateway)
-    elif role == "gateway":
-        other = _gateway_app(settings, gateway)
-    else:
-        raise ValueError(f"unknown role {role!r}")
-    sockets = socketio.ASGIApp(gateway.sio, other_asgi_app=other)
-    return gateway.polls.wrap(limit_poll_bodies(sockets, settings.max_payload))
 
 
 def limit_poll_bodies(app: ASGIApp, max_payload: int, path: str = "/socket.io/") -> ASGIApp:
@@ -222,10 +191,17 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.polls = LongPolls()
-        fast = settings.gateway_fanout == "fast"
-        # GATEWAY_FANOUT=stock keeps python-socketio's own server, manager and
-        # engine.io sockets, for comparison (docs/benchmarks.md).
-        server_class = LeanSocketIOServer if fast else socketio.AsyncServer
+        speed = accel.load(settings.accel)
+        server_class: type[socketio.AsyncServer] = socketio.AsyncServer
+        manager: Any = None
+        if speed.engineio:  # direct WebSocket sessions without a task per message
+            from huddle.accel.engineio import LeanSocketIOServer
+
+            server_class = LeanSocketIOServer
+        if speed.socketio:  # encode-once broadcasts without a task per recipient
+            from huddle.accel.socketio import FastManager
+
+            manager = FastManager()
         self.sio = server_class(
             async_mode="asgi",
             cors_allowed_origins=_cors(settings),
@@ -236,9 +212,7 @@ class Gateway:
             json=wirejson,  # orjson: see huddle/wirejson.py
             # What a client may send, refused as it is decoded (reserved names, binary).
             serializer=GatewayPacket,
-            # Encode-once broadcasts without a task per recipient (see manager.py);
-            # direct WebSocket sessions without a task per message (engine.py).
-            client_manager=FastManager() if fast else None,
+            client_manager=manager,
             # Through the standard loggers (structlog renders them), not handlers of their own.
             logger=logging.getLogger("socketio.server"),
             engineio_logger=logging.getLogger("engineio.server"),
@@ -249,6 +223,11 @@ class Gateway:
         self._previous_sigterm: SignalHandler = None
         self._sigterm_installed = False
 
+    def asgi(self, other: ASGIApp) -> ASGIApp:
+        """Socket.IO at `/socket.io/`, everything else to `other`."""
+        sockets = socketio.ASGIApp(self.sio, other_asgi_app=other)
+        return self.polls.wrap(limit_poll_bodies(sockets, self.settings.max_payload))
+
     async def start(
         self,
         *,
@@ -256,9 +235,9 @@ class Gateway:
         tokens: TokenService,
         source: UserDataSource,
         buckets: BucketStore,
-        head: int | None,
         revocations: Revocations | None = None,
     ) -> None:
+        """Serve from `bus` (whose head is the newest event id this gateway starts from)."""
         self.source = source
         await source.start()
         await self.hub.presence.start()
@@ -270,13 +249,13 @@ class Gateway:
             limiter=ConnectionLimiter(buckets, self.settings),
             revocations=revocations,
         )
-        namespace.relay.head = head
+        namespace.relay.head = bus.head or 0
         namespace.register(self.sio)
         bus.subscribe(namespace.relay.handle)
         self.namespace = namespace
         self._install_sigterm()
         _tune_gc()
-        log.info("gateway_started", last_event_id=head)
+        log.info("gateway_started", last_event_id=namespace.relay.head)
 
     async def stop(self) -> None:
         self._restore_sigterm()
@@ -338,131 +317,3 @@ class Gateway:
                 previous(signum, frame)
             else:
                 signal.raise_signal(signum)
-
-
-# --- huddle serve -------------------------------------------------------------
-
-
-def _serve_api(settings: Settings, gateway: Gateway) -> FastAPI:
-    async def start(runtime: Runtime) -> None:
-        from huddle.gateway.sources import create_source
-
-        await gateway.start(
-            bus=runtime.bus,
-            tokens=runtime.tokens,
-            source=create_source(settings, runtime),
-            buckets=runtime.buckets,
-            head=await _log_head(runtime),
-            revocations=runtime.revocations,  # one registry with the REST side
-        )
-
-    async def stop(runtime: Runtime) -> None:
-        await gateway.stop()
-
-    app = create_api(settings, on_start=[start], on_stop=[stop])
-    mount_web_client(app)  # SPEC §7: the web client is served by `huddle serve` only
-    return app
-
-
-async def _log_head(runtime: Runtime) -> int | None:
-    """The newest event id in the log: the bus delivers only events after it."""
-    try:
-        async with runtime.db.read() as session:
-            return await outbox.last_event_id(session)
-    except Exception as exc:
-        log.warning("event_log_head_unavailable", error=type(exc).__name__)
-        return None
-
-
-# --- huddle gateway -----------------------------------------------------------
-
-
-def _gateway_app(settings: Settings, gateway: Gateway) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from huddle.gateway.sources import create_source
-
-        head = await _stream_head(settings)
-        bus: EventBus
-        if settings.redis_url:
-            bus = RedisBus(settings.redis_url, prefix=settings.redis_prefix, last_id=head)
-        else:
-            bus = InProcessBus(last_id=head)
-        buckets = create_bucket_store(settings)
-        probe = httpx.AsyncClient(timeout=settings.backend_timeout)
-        app.state.bus = bus
-        app.state.probe = probe
-        await bus.start()
-        try:
-            await gateway.start(
-                bus=bus,
-                tokens=TokenService(settings, can_sign=False),
-                source=create_source(settings, None),
-                buckets=buckets,
-                head=head,
-            )
-            yield
-        finally:
-            await gateway.stop()
-            await bus.stop()
-            await buckets.aclose()
-            await probe.aclose()
-
-    app = FastAPI(title="Huddle gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.settings = settings
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(request: Request) -> JSONResponse:
-        """200 when Redis (if configured) and the backend answer; 503 naming what is down."""
-        checks: dict[str, str] = {}
-        if settings.redis_url:
-            checks["redis"] = "ok" if request.app.state.bus.healthy else "down"
-        checks["backend"] = await _backend_state(request.app.state.probe, settings.backend_url)
-        return readiness(checks)
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        return metrics_response(request.scope, settings)
-
-    return app
-
-
-async def _backend_state(probe: httpx.AsyncClient, backend_url: str | None) -> str:
-    if not backend_url:
-        return "down"
-    try:
-        response = await probe.get(backend_url.rstrip("/") + "/healthz")
-    except httpx.HTTPError:
-        return "down"
-    return "ok" if response.status_code == 200 else "down"
-
-
-async def _stream_head(settings: Settings) -> int | None:
-    """The newest event id on the Redis stream, so `lastEventId` is right from the start."""
-    if not settings.redis_url:
-        return None
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        # Newest first, past control messages (no id: presence, revocations).
-        newest = "+"
-        for _page in range(STREAM_HEAD_PAGES):
-            entries: Any = await client.xrevrange(
-                stream_key(settings.redis_prefix), max=newest, count=STREAM_HEAD_PAGE
-            )
-            for entry_id, fields in entries or []:
-                raw = fields.get(b"e") or fields.get("e")
-                event_id = Envelope.from_json(raw).id if raw is not None else None
-                if event_id is not None:
-                    return event_id
-                newest = "(" + (entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
-            if len(entries or []) < STREAM_HEAD_PAGE:
-                break
-    except (RedisError, OSError, ValueError, KeyError) as exc:
-        log.warning("event_stream_head_unavailable", error=type(exc).__name__)
-    finally:
-        await client.aclose()
-    return None

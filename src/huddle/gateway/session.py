@@ -23,6 +23,7 @@ from typing import Any
 
 from huddle.events.envelope import Envelope
 from huddle.security.ratelimit import SocketEventLimiter
+from huddle.security.tokens import Claims
 
 MAX_BUFFERED_EVENTS = 10_000
 """Events held for one syncing socket; past that it is told to resync instead."""
@@ -51,8 +52,10 @@ class SocketSession:
     """Whether `client_ip` is loopback (the generous local limits apply)."""
     user_id: int | None = None
     user: dict[str, Any] | None = None
-    # The access token is kept only to call the backend on the user's behalf.
+    # The access token is kept only to call the backend on the user's behalf;
+    # `claims` are what verifying it once said.
     token: str | None = field(default=None, repr=False)
+    claims: Claims | None = None
     issued_at: float = 0.0
     family_id: str | None = None
     """The refresh family of the access token (its `fam`): revoking it closes the socket."""

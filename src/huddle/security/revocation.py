@@ -11,9 +11,10 @@ Two kinds of revocation (SPEC §3, §4.1):
 An entry is kept for the access-token lifetime plus the leeway: by then every
 token it could refuse has expired anyway. The registry is filled three ways:
 
-1. `load()` at API / `huddle serve` start, from the database (recent
-   `sessions_revoked_at` and recently revoked refresh-token families), so a
-   restarted process still refuses them;
+1. at API / `huddle serve` start, from the database (`services/auth.py`
+   `load_revocations`: recent `sessions_revoked_at` and recently revoked
+   refresh-token families), so a restarted process still refuses them; this
+   module itself needs no database, so the stand-alone gateway imports none;
 2. at once in the process that revokes (`AuthService`);
 3. in every other process through the event bus: the control messages
    `sessions_revoked {userId, revokedAt}` and `family_revoked {userId,
@@ -28,13 +29,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from huddle.config import Settings
-from huddle.db.models import RefreshToken, User
 from huddle.events.envelope import FAMILY_REVOKED, SESSIONS_REVOKED, Envelope
 from huddle.logging import get_logger
 from huddle.security.tokens import Claims
@@ -108,36 +104,6 @@ class Revocations:
         if event.id is None:
             self.apply(event)
 
-    async def load(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-        """Remember what the database says was revoked within the memory; returns how many."""
-        since = datetime.fromtimestamp(self._clock() - self.memory, UTC)
-        async with sessionmaker() as session:
-            users = (
-                await session.execute(
-                    select(User.id, User.sessions_revoked_at).where(
-                        User.sessions_revoked_at > since
-                    )
-                )
-            ).all()
-            families = (
-                await session.execute(
-                    select(
-                        RefreshToken.family_id,
-                        RefreshToken.user_id,
-                        func.max(RefreshToken.revoked_at),
-                    )
-                    .where(RefreshToken.revoked_at > since)
-                    .group_by(RefreshToken.family_id, RefreshToken.user_id)
-                )
-            ).all()
-        for user_id, at in users:
-            if at is not None:
-                self.revoke_user(user_id, _epoch(at))
-        for family_id, user_id, at in families:
-            if at is not None:
-                self.revoke_family(family_id, user_id, _epoch(at))
-        return len(users) + len(families)
-
     def _sweep(self) -> None:
         now = self._clock()
         if now - self._swept < SWEEP_INTERVAL:
@@ -166,7 +132,3 @@ def family_revoked_message(family_id: str, user_id: int, at: float) -> Envelope:
         payload={"userId": user_id, "familyId": family_id, "revokedAt": at},
         subject_user_id=user_id,
     )
-
-
-def _epoch(value: datetime) -> float:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()

@@ -6,24 +6,15 @@ Access tokens: `sub` (user id), `type: "access"`, `iat`, `exp`, `jti`, `fam`
 and `fam` always. `iat` carries milliseconds, so a
 token minted in the same second as a "logout everywhere" is told apart.
 
-Verified access tokens are remembered (`ACCESS_MEMO_SIZE` of them, the
-oldest forgotten first): one gateway handshake checks its token up to three
-times (the rate limiter's expired-bucket pre-check, the authentication, the
-user-data fetch), and a client reconnecting presents the same token again.
-A remembered token skips the signature check and the decoding, never the
-clock: its `exp` is compared with the time (and the leeway) on every call,
-exactly as PyJWT does, so it is refused the moment it expires. Only
-successful verifications of access tokens are remembered — never a refusal,
-never a refresh token (redeeming one always goes through the database) —
-and the memo belongs to one `TokenService`, i.e. to one key: a process with
-a new key builds a new service. Revocation is not a property of the token
-and is checked elsewhere on every use (`AuthService.user_for_claims`, the
-`security/revocation.py`).
+Each token is verified once, where it enters (a REST request's dependency, a
+socket's handshake or `authenticate`), and the `Claims` are what is passed on.
+Revocation is not a property of the token and is checked where the claims
+are used. With the PyJWT accel module (`huddle.accel.pyjwt`) verification
+runs the same checks faster.
 """
 
 from __future__ import annotations
 
-import binascii
 import math
 import time
 import uuid
@@ -32,9 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from jwt.algorithms import HMACAlgorithm, get_default_algorithms
-from jwt.utils import base64url_decode, base64url_encode
 
+from huddle import accel
 from huddle.config import Settings
 from huddle.errors import (
     AuthError,
@@ -46,9 +36,6 @@ from huddle.errors import (
 
 MAX_USER_ID = 2**31 - 1
 """User ids are 1..MAX_USER_ID (INTEGER on PostgreSQL)."""
-
-ACCESS_MEMO_SIZE = 4096
-"""Verified access tokens remembered per `TokenService` (a few hundred bytes each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,93 +55,20 @@ class IssuedToken:
     claims: Claims
 
 
-class _PreparedHMAC(HMACAlgorithm):
-    """PyJWT's HMAC, with the configured secret's checks done once.
-
-    `HMACAlgorithm.prepare_key` re-examines the key on every verification
-    (PEM, SSH, DER and JWK probes, two of them by way of exceptions): about
-    half of what verifying an HS256 token costs. The configured key never
-    changes, so its prepared form is kept; any other key goes the usual way.
-    """
-
-    def __init__(self, hash_alg: Any, key: str | bytes) -> None:
-        super().__init__(hash_alg)
-        self._key = key
-        self._prepared = super().prepare_key(key)  # raises as PyJWT would, for a bad key
-
-    def prepare_key(self, key: str | bytes) -> bytes:
-        if key is self._key:
-            return self._prepared
-        return super().prepare_key(key)
-
-
-_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-class _SegmentJWS(jwt.PyJWS):
-    """PyJWS whose segment check runs in C.
-
-    PyJWT 2.15 checks each byte of each segment against the base64url alphabet
-    with a Python generator (`any(c not in ALPHABET for c in segment)`): a
-    third of what verifying an HS256 access token cost here (~21 of 62 µs per
-    token, 5,000 tokens). This is the same check — the same padding rules,
-    alphabet, and canonical-encoding test, the same `DecodeError`s — with
-    `bytes.translate` finding stray bytes. Versions without the method never
-    call it, and verify as they always did.
-    """
-
-    @staticmethod
-    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
-        stripped = segment.rstrip(b"=")
-        padding = len(segment) - len(stripped)
-        if padding > 2 or (padding and len(segment) % 4 != 0):
-            raise jwt.DecodeError(f"Invalid {name} padding")
-        if len(stripped) % 4 == 1 or stripped.translate(None, _BASE64URL):
-            raise jwt.DecodeError(f"Invalid {name} padding")
-        try:
-            decoded = base64url_decode(stripped)
-        except (TypeError, binascii.Error) as err:
-            raise jwt.DecodeError(f"Invalid {name} padding") from err
-        if base64url_encode(decoded) != stripped:
-            raise jwt.DecodeError(f"Invalid {name} padding")
-        return decoded
-
-
-def _decoder(algorithm: str, key: str | bytes) -> Callable[..., dict[str, Any]]:
-    """`decode` of a private `PyJWT`: `_SegmentJWS`, and `_PreparedHMAC` for an HMAC key."""
-    default = get_default_algorithms().get(algorithm)
-    decoder = jwt.PyJWT()
-    jws = getattr(decoder, "_jws", None)  # PyJWT >= 2.10 gives each PyJWT its own PyJWS
-    if not isinstance(jws, jwt.PyJWS):
-        return jwt.decode
-    jws = _SegmentJWS(options=jws.options)
-    decoder._jws = jws
-    if type(default) is not HMACAlgorithm:
-        return decoder.decode
-    try:
-        prepared = _PreparedHMAC(default.hash_alg, key)
-    except jwt.PyJWTError:
-        return jwt.decode  # a key PyJWT refuses: let every verification say so, as before
-    jws.unregister_algorithm(algorithm)
-    jws.register_algorithm(algorithm, prepared)
-    return decoder.decode
-
-
 class TokenService:
     """Mints and verifies access and refresh tokens with the configured key and algorithm."""
 
-    def __init__(
-        self, settings: Settings, *, can_sign: bool = True, memo_size: int = ACCESS_MEMO_SIZE
-    ) -> None:
+    def __init__(self, settings: Settings, *, can_sign: bool = True) -> None:
         self._settings = settings
         self._algorithm = settings.jwt_algorithm
         self._verify_key = settings.verification_key()
         self._sign_key = settings.signing_key() if can_sign else None
         self._leeway = settings.jwt_leeway
-        # token -> (claims, int(exp)); insertion order is age, the oldest goes first
-        self._memo: dict[str, tuple[Claims, int]] = {}
-        self._memo_size = memo_size
-        self._decode = _decoder(self._algorithm, self._verify_key)
+        self._decode: Callable[..., dict[str, Any]] = jwt.decode
+        if accel.load(settings.accel).pyjwt:
+            from huddle.accel import pyjwt
+
+            self._decode = pyjwt.decoder(self._algorithm, self._verify_key)
 
     @property
     def access_ttl(self) -> int:
@@ -171,24 +85,7 @@ class TokenService:
 
     def verify_access(self, token: str) -> Claims:
         """Verified access-token claims; raises TokenExpired or TokenInvalid."""
-        memo = self._memo
-        entry = memo.get(token) if type(token) is str else None
-        if entry is not None:
-            # PyJWT's own test: expired once `exp <= now - leeway`.
-            if entry[1] > time.time() - self._leeway:
-                return entry[0]
-            memo.pop(token, None)
-            raise TokenExpired()
-        claims, exp = self._verify(token, "access", TokenExpired, TokenInvalid)
-        if self._memo_size > 0:
-            if len(memo) >= self._memo_size:
-                memo.pop(next(iter(memo)), None)
-            memo[token] = (claims, exp)
-        return claims
-
-    def forget_verified(self) -> None:
-        """Forget every remembered access token (the next use of each verifies it in full)."""
-        self._memo.clear()
+        return self._verify(token, "access", TokenExpired, TokenInvalid)[0]
 
     def verify_refresh(self, token: str) -> Claims:
         """Verified refresh-token claims; raises RefreshTokenExpired or RefreshTokenInvalid."""

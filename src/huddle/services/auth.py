@@ -238,12 +238,11 @@ class AuthService:
         claims = self._tokens.verify_access(access_token)
         return await self.user_for_claims(claims)
 
-    def authenticate_cached(self, access_token: str) -> User | None:
-        """`authenticate` without I/O: None when the user's row is not cached.
+    def cached_user_for_claims(self, claims: Claims) -> User | None:
+        """`user_for_claims` without I/O: None when the user's row is not cached.
 
-        Raises as `authenticate` does for the token and for a cached row.
+        Raises as `user_for_claims` does for a cached row.
         """
-        claims = self._tokens.verify_access(access_token)
         user = self._cached_user(claims.user_id)
         return None if user is None else self._admissible(user, claims)
 
@@ -292,6 +291,34 @@ class AuthService:
             )
         )
         return Session(access.token, refresh.token, self._tokens.access_ttl, access.claims)
+
+
+async def load_revocations(revocations: Revocations, db: Database) -> int:
+    """Fill `revocations` with what the database says was revoked within its memory
+    (users' `sessions_revoked_at`, revoked refresh families); returns how many."""
+    since = datetime.fromtimestamp(time.time() - revocations.memory, UTC)
+    async with db.read() as session:
+        users = (
+            await session.execute(
+                select(User.id, User.sessions_revoked_at).where(User.sessions_revoked_at > since)
+            )
+        ).all()
+        families = (
+            await session.execute(
+                select(
+                    RefreshToken.family_id, RefreshToken.user_id, func.max(RefreshToken.revoked_at)
+                )
+                .where(RefreshToken.revoked_at > since)
+                .group_by(RefreshToken.family_id, RefreshToken.user_id)
+            )
+        ).all()
+    for user_id, at in users:
+        if at is not None:
+            revocations.revoke_user(user_id, _aware(at).timestamp())
+    for family_id, user_id, at in families:
+        if at is not None:
+            revocations.revoke_family(family_id, user_id, _aware(at).timestamp())
+    return len(users) + len(families)
 
 
 def _admissible(user: User | None, claims: Claims) -> User:

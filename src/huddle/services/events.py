@@ -37,7 +37,7 @@ Edge cases, decided:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -45,12 +45,9 @@ from huddle.db.models import Event, EventCounter, Membership
 from huddle.errors import BadRequest
 from huddle.events import outbox
 from huddle.events.envelope import Envelope
+from huddle.events.items import MAX_PAGE
+from huddle.events.types import MEMBERSHIP_TYPES
 from huddle.services.unit import Database
-
-MAX_PAGE = 1000
-"""The most events one call returns (REST `limit` maximum and the gateway's page)."""
-
-MEMBERSHIP_TYPES = frozenset({"member_added", "member_removed", "member_updated"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,31 +130,7 @@ class EventService:
         last = rows[-1].id if more else head
         return EventPage(events, resync_required=False, last_event_id=last, more=more)
 
-
-def event_item(event: Envelope) -> dict[str, Any]:
-    """An event as `GET /api/events` lists it: its wire payload plus `type`."""
-    return {"type": event.type, **event.payload}
-
-
-def envelope_of_item(item: dict[str, Any]) -> Envelope:
-    """The envelope back from an `event_item` (what the HTTP source receives).
-
-    Raises KeyError, TypeError or ValueError when the item is not one.
-    """
-    payload = {key: value for key, value in item.items() if key != "type"}
-    type_ = str(item["type"])
-    subject: int | None = None
-    if type_ in MEMBERSHIP_TYPES:
-        user = payload.get("user")
-        raw = user.get("id") if isinstance(user, dict) else payload.get("userId")
-        subject = None if raw is None else int(raw)
-    actor = payload.get("actorId")
-    team = payload.get("teamId")
-    return Envelope(
-        type=type_,
-        payload=payload,
-        id=int(payload["eventId"]),
-        team_id=None if team is None else int(team),
-        subject_user_id=subject,
-        actor_id=None if actor is None else int(actor),
-    )
+    async def prune(self, *, keep_events: int, keep_for: timedelta) -> int:
+        """Apply EVENT_RETENTION once: drop what it no longer keeps; returns how many."""
+        async with self._db.unit() as unit:
+            return await outbox.prune(unit.session, keep_events=keep_events, keep_for=keep_for)

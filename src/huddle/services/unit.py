@@ -37,6 +37,7 @@ class Unit:
     """An open transaction. `emit` writes an outbox event inside it."""
 
     session: AsyncSession
+    statements: outbox.OutboxStatements
     events: list[Envelope] = field(default_factory=list)
 
     async def emit(
@@ -50,6 +51,7 @@ class Unit:
     ) -> Envelope:
         envelope = await outbox.record(
             self.session,
+            self.statements,
             type=type,
             team_id=team_id,
             actor_id=actor_id,
@@ -63,9 +65,15 @@ class Unit:
 class Database:
     """The session factory and the bus: what a service needs to run a unit of work."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], bus: EventBus) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        statements: outbox.OutboxStatements | None = None,
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.bus = bus
+        self.statements = statements or outbox.CoreStatements()
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
@@ -77,7 +85,7 @@ class Database:
         back.
         """
         async with self._session() as session:
-            unit = Unit(session)
+            unit = Unit(session, self.statements)
             yield unit
             await session.run_sync(_commit_and_close)
         for event in unit.events:

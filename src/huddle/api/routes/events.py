@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 from huddle.api.deps import CurrentActor, RuntimeDep
 from huddle.api.openapi import errors
-from huddle.services.events import MAX_PAGE, EventService, event_item
+from huddle.events.items import MAX_PAGE, event_item
+from huddle.services.events import EventService
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 

@@ -20,7 +20,7 @@ from enum import IntEnum
 from huddle.logging import get_logger
 from huddle.metrics import BREAKER_STATE
 
-log = get_logger("huddle.gateway.breaker")
+log = get_logger("huddle.gateway.sources.breaker")
 
 
 class BreakerState(IntEnum):

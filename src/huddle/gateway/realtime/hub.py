@@ -35,26 +35,19 @@ from typing import Any
 from huddle.config import Settings
 from huddle.errors import HuddleError, RateLimited
 from huddle.gateway import payloads
-from huddle.gateway.fanout import Fanout
-from huddle.gateway.presence import (
-    PresenceBatch,
-    PresenceStore,
-    create_presence_store,
-    presence_frame,
-)
+from huddle.gateway.realtime.fanout import Fanout
+from huddle.gateway.realtime.presence.batch import PresenceBatch, presence_frame
+from huddle.gateway.realtime.presence.store import PresenceStore, create_presence_store
 from huddle.gateway.session import SessionRegistry, SocketSession, State
 from huddle.logging import get_logger, log_enabled
 from huddle.metrics import AUTH_ERROR_CODES, SOCKETS_AUTHENTICATED
 
 log = get_logger("huddle.gateway")
 
-NAMESPACE = "/"
 PRESENCE_WINDOW_PER_MEMBER = 0.0005
 """Seconds a team's presence window grows per member online here (see `Hub.presence_window`)."""
 PRESENCE_WINDOW_MAX = 2.0
 """The longest a presence window gets, however big the room."""
-TRANSPORT_CLOSE_AFTER = 5.0
-"""Seconds a client has to close its connection after being disconnected, before we do."""
 
 
 def team_room(team_id: int) -> str:
@@ -67,7 +60,6 @@ def user_room(user_id: int) -> str:
 
 class Hub:
     def __init__(self, sio: Any, settings: Settings, presence: PresenceStore | None = None) -> None:
-        self.sio = sio
         self.settings = settings
         self.fanout = Fanout(sio)
         self.sessions = SessionRegistry()
@@ -157,23 +149,7 @@ class Hub:
         session.cancel_all()
         self.sessions.unmark_syncing(session)
         await self.leave_all(session)
-        self.spawn(self._disconnect(session.sid), "disconnect")
-
-    async def _disconnect(self, sid: str) -> None:
-        # Let the running handler finish first: its acknowledgement is queued
-        # when it returns, and must reach the client before the disconnect.
-        await asyncio.sleep(0)
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        await self.sio.disconnect(sid, namespace=NAMESPACE)
-        if eio_sid is None:
-            return
-        # A well-behaved client closes its transport when its last namespace is
-        # disconnected. Closing it here at once would be faster, but socket.io's
-        # JS client over long-polling handles a transport CLOSE before the
-        # DISCONNECT that came in the same response, and so would reconnect.
-        await asyncio.sleep(TRANSPORT_CLOSE_AFTER)
-        if eio_sid in self.sio.eio.sockets:
-            await self.sio.eio.disconnect(eio_sid)
+        self.spawn(self.fanout.disconnect(session.sid), "disconnect")
 
     # --- rooms and presence --------------------------------------------------
 
@@ -187,7 +163,7 @@ class Hub:
 
     async def join_user_room(self, session: SocketSession) -> None:
         if session.user_id is not None and not session.closed:
-            await self._enter(session.sid, user_room(session.user_id))
+            await self.fanout.enter(session.sid, user_room(session.user_id))
 
     async def join_team(
         self, session: SocketSession, team_id: int, *, announce: bool = True
@@ -195,7 +171,7 @@ class Hub:
         """Put a session in a team's room; True when its user just came online there."""
         if team_id in session.team_ids or session.closed or session.user_id is None:
             return False
-        if not await self._enter(session.sid, team_room(team_id)):
+        if not await self.fanout.enter(session.sid, team_room(team_id)):
             return False
         self.sessions.joined_team(session, team_id)
         came_online = self.presence.local.join(team_id, session.user_id)
@@ -210,7 +186,7 @@ class Hub:
         if team_id not in session.team_ids:
             return False
         self.sessions.left_team(session, team_id)
-        await self.sio.leave_room(session.sid, team_room(team_id), namespace=NAMESPACE)
+        await self.fanout.leave(session.sid, team_room(team_id))
         if session.user_id is None:
             return False
         went_offline = self.presence.local.leave(team_id, session.user_id)
@@ -236,7 +212,7 @@ class Hub:
         for team_id in sorted(session.team_ids):
             await self.leave_team(session, team_id)
         if session.user_id is not None:
-            await self.sio.leave_room(session.sid, user_room(session.user_id), namespace=NAMESPACE)
+            await self.fanout.leave(session.sid, user_room(session.user_id))
 
     async def announce(self, team_id: int, user_id: int, *, online: bool) -> None:
         """This instance's presence of a user in a team flipped: tell the store, and maybe the room.
@@ -337,10 +313,3 @@ class Hub:
         await self.fanout.room(
             team_room(team_id), "presence_changed", presence_frame(team_id, changes), skip=skip
         )
-
-    async def _enter(self, sid: str, room: str) -> bool:
-        try:
-            await self.sio.enter_room(sid, room, namespace=NAMESPACE)
-        except (KeyError, ValueError):  # the socket went away meanwhile
-            return False
-        return True

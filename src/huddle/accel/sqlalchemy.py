@@ -1,34 +1,43 @@
-"""An aiosqlite-compatible shim that runs SQLite statements inline on the event loop.
+"""SQLAlchemy, on the event loop: SQLite inline, and the outbox's statements as driver SQL.
 
-Why this exists: aiosqlite runs each connection in its own thread and hands
-every call (execute, fetch, commit, rollback, close) across a queue and back
-through `call_soon_threadsafe`. Measured here, `SELECT 1` through SQLAlchemy
-and aiosqlite cost ~500 µs of CPU, against ~55 µs for one `to_thread` hop and
-~4 µs inline. Huddle's SQLite statements are small and local (WAL mode, no
-network), so a thread per call costs far more than the statement it carries.
-No library offers an inline asyncio SQLite driver for SQLAlchemy, so this
-module gives SQLAlchemy's own aiosqlite dialect an object with aiosqlite's
-surface whose coroutines finish without suspending.
+Overrides (the public path: SQLAlchemy's aiosqlite dialect over aiosqlite's
+thread, and Core statements executed through `Connection.execute`):
 
-SQLAlchemy's sync layer reaches the driver through an adapted connection that
-turns every DBAPI call into `await_` on a coroutine: a greenlet switch out to
-the event loop and back, ~13 k instructions each, eight per outbox event
-(cursor open, execute and close for two statements, commit, the pool's
-reset). Since these coroutines never suspend, `dbapi()` adapts the connection
-with sqlite3 called directly instead; only `execute` keeps its `await_` (see
-`_Cursor.execute`).
+1. **SQLite inline** (`dbapi()`, `Connection`, `Cursor`, `_AdaptedConnection`,
+   `_Cursor`, `_Dbapi`). aiosqlite runs each connection in a thread and hands
+   every call (execute, fetch, commit, rollback, close) across a queue and
+   back; for Huddle's small local statements that hop costs far more than the
+   statement. This gives SQLAlchemy's own aiosqlite dialect an object with
+   aiosqlite's surface whose coroutines finish without suspending, and adapts
+   the sqlite3 connection with direct calls instead of an `await_` greenlet
+   switch per DBAPI call (only `execute`/`executemany` keep one `await_`,
+   because `AsyncConnection.execute` refuses a driver that never switches).
+   Consequences: a statement blocks the loop while it runs (micro- to
+   milliseconds for this schema), and a unit of work never yields between
+   statements, so two units in one process never contend for SQLite's write
+   lock; another process holding it makes a writer wait up to `busy_timeout`
+   with the loop blocked (a single-process deployment; PostgreSQL is for
+   more). No library offers an inline asyncio SQLite driver for SQLAlchemy.
+   Private names: `sqlalchemy.dialects.sqlite.aiosqlite.AsyncAdapt_aiosqlite_*`
+   (subclassed), `sqlalchemy.connectors.asyncio.AsyncAdapt_dbapi_connection`,
+   `sqlalchemy.util.concurrency.await_` (2.1), the adapted objects'
+   `_connection`, `_cursor`, `_rows`, `_soft_closed_memoized`,
+   `_handle_exception`.
+2. **Prepared statements** (`Prepared`, `PreparedOutbox`). Executing a Core
+   statement costs an execution context per call even when the compiled form
+   is cached; for the outbox's two statements per event that was more than
+   SQLite's own work for the whole transaction. `Prepared` compiles once per
+   dialect with SQLAlchemy's compiler, keeps its parameters' bind processors
+   (JSON, UTC datetimes) and runs the SQL with `exec_driver_sql` — or, where
+   the dialect adds nothing around a DBAPI execute (SQLite) and the
+   connection has no events or echo, on the DBAPI cursor with SQLAlchemy's
+   own error handling (`Connection._handle_dbapi_exception`). For plain
+   statements whose every bind parameter is given: no defaults, no expanding
+   `IN`, no literals. Private names: `Connection._has_events`,
+   `Engine._has_events`, `Connection._echo`,
+   `Connection._handle_dbapi_exception`, `DefaultExecutionContext` hooks.
 
-Consequences, and why they are acceptable:
-- A statement blocks the event loop while it runs (micro- to milliseconds for
-  this schema). Large deployments use PostgreSQL, whose driver is truly async.
-- A unit of work never yields between its statements, so two units in one
-  process never interleave and never contend for SQLite's write lock. Another
-  process holding the lock (a CLI command) makes a writer wait up to
-  `busy_timeout`, with the loop blocked; `huddle serve` on SQLite is a
-  single-process deployment.
-
-Select it with `DATABASE_URL=sqlite+aiosqlite:///…` (the default); set
-`SQLITE_DRIVER=thread` to use aiosqlite's threads instead.
+Figures: docs/benchmarks.md ("Outbox per event").
 """
 
 from __future__ import annotations
@@ -36,8 +45,10 @@ from __future__ import annotations
 import collections
 import sqlite3
 import types
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -45,8 +56,17 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.engine import Connection as SAConnection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultDialect, DefaultExecutionContext
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
+
+from huddle.accel import Gate, Tested
+
+GATE = Gate((Tested("SQLAlchemy", "sqlalchemy", ("2.1.9",)),))
 
 
 class _Thread:
@@ -311,3 +331,130 @@ class _Dbapi(AsyncAdapt_aiosqlite_dbapi):
 def dbapi() -> Any:
     """The DBAPI object to pass as `module=` to `create_async_engine`."""
     return _Dbapi(module(), sqlite3)
+
+
+# --- prepared statements (override 2) ---------------------------------------
+
+
+# What a dialect's execution context may add around a DBAPI execute; where any
+# is overridden (asyncpg: its statement-cache invalidation) `Prepared` keeps
+# `exec_driver_sql`.
+_HOOKS = (
+    "create_cursor",
+    "create_default_cursor",
+    "pre_exec",
+    "post_exec",
+    "handle_dbapi_exception",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Form:
+    """One dialect's SQL for the statement and how to bind its parameters."""
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+    direct: bool  # the dialect adds nothing to a driver-SQL execution: see `_on_cursor`
+
+
+class Prepared:
+    """A Core statement executed as its compiled driver SQL."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self._statement = statement
+        self._forms: WeakKeyDictionary[Dialect, _Form] = WeakKeyDictionary()
+
+    def execute(
+        self, connection: SAConnection, params: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        """Run on `connection`, in its transaction; `params` by bind name (column key).
+
+        Returns the statement's rows (empty without RETURNING). Errors surface
+        as `Connection.execute` raises them: SQLAlchemy's DBAPIError classes,
+        a lost connection invalidated.
+        """
+        form = self._forms.get(connection.dialect) or self._compile(connection.dialect)
+        parameters: tuple[Any, ...] | dict[str, Any] | None = None
+        if form.names:
+            if params is None:
+                raise TypeError("this statement takes parameters")
+            values = [
+                params[name] if process is None else process(params[name])
+                for name, process in zip(form.names, form.processors, strict=True)
+            ]
+            parameters = (
+                tuple(values) if form.positional else dict(zip(form.names, values, strict=True))
+            )
+        if (
+            not form.direct
+            or connection._has_events
+            or connection.engine._has_events
+            or connection._echo
+        ):
+            result = connection.exec_driver_sql(form.sql, parameters)
+            return list(result.all()) if result.returns_rows else []
+        return _on_cursor(connection, form.sql, parameters)
+
+    def _compile(self, dialect: Dialect) -> _Form:
+        compiled = self._statement.compile(dialect=dialect)
+        if not isinstance(compiled, SQLCompiler):
+            raise TypeError(f"not a SQL statement: {self._statement!r}")
+        names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
+        processors = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in names
+        )
+        context = dialect.execution_ctx_cls
+        direct = type(dialect).do_execute is DefaultDialect.do_execute and all(
+            getattr(context, hook) is getattr(DefaultExecutionContext, hook) for hook in _HOOKS
+        )
+        form = _Form(compiled.string, names, processors, compiled.positional, direct)
+        self._forms[dialect] = form
+        return form
+
+
+def _on_cursor(
+    connection: SAConnection, sql: str, parameters: tuple[Any, ...] | dict[str, Any] | None
+) -> list[Any]:
+    """Execute on the connection's DBAPI cursor, with SQLAlchemy's error handling.
+
+    `exec_driver_sql` builds an execution context and a CursorResult per
+    statement: ~70 k instructions each for the outbox's two statements on
+    SQLite (callgrind), more than SQLite's own work for the transaction. What
+    this skips is only what a dialect without execution hooks and a connection
+    without events or echo (checked by the caller) do not use. Errors go
+    through `Connection._handle_dbapi_exception`, as from `exec_driver_sql`:
+    wrapped in SQLAlchemy's DBAPIError classes, a disconnect invalidating the
+    connection, the `handle_error` event fired.
+    """
+    if not connection.in_transaction():
+        connection.begin()
+    cursor = None
+    try:
+        cursor = connection.connection.cursor()
+        if parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
+        rows = list(cursor.fetchall()) if cursor.description else []
+        cursor.close()
+    except BaseException as exc:
+        connection._handle_dbapi_exception(exc, sql, parameters, cursor, None)
+    return rows
+
+
+class PreparedOutbox:
+    """The outbox's statements (`huddle.events.outbox.OutboxStatements`) as `Prepared` ones."""
+
+    def __init__(self, next_id: ClauseElement, insert: ClauseElement) -> None:
+        self._next_id = Prepared(next_id)
+        self._insert = Prepared(insert)
+
+    def next_id(self, connection: SAConnection) -> int:
+        ((value,),) = self._next_id.execute(connection)
+        return int(value)
+
+    def insert(self, connection: SAConnection, row: Mapping[str, Any]) -> None:
+        self._insert.execute(connection, row)

@@ -56,7 +56,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from huddle.events.bus import STREAM_MAXLEN, stream_key
-from huddle.gateway.presence import Presence
+from huddle.gateway.realtime.presence.local import Presence
 from huddle.logging import get_logger
 
 log = get_logger("huddle.gateway.presence")

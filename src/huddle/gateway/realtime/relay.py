@@ -2,13 +2,11 @@
 
 The bus calls `handle` once per event, in id order (its Sequencer sees to
 that), and awaits it, so one emit is queued on every socket before the next
-starts. Membership events move sockets between rooms around their emit:
-
-- `member_added`: the added user's sockets join the room first, so they
-  receive the event too;
-- `member_removed`: emitted first, so the removed user learns it, then their
-  sockets leave the room and get nothing more from that team;
-- `team_deleted`: emitted, then every socket leaves the room.
+starts. How an event moves sockets between rooms around its emit is the event
+catalogue's `rooms` (`huddle.events.types`): an added member's sockets join
+first, a removed member's leave after, a deleted team's room closes after.
+Whose cached user data the event makes stale is the catalogue's too, and the
+relay is where the source hears of it (`UserDataSource.invalidate`).
 
 A socket that is syncing (authenticating or replaying) is skipped by every
 room emit and holds the event instead; `apply` later delivers it to that one
@@ -25,21 +23,16 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from huddle.events import types
 from huddle.events.envelope import FAMILY_REVOKED, PRESENCE_CHANGED, SESSIONS_REVOKED, Envelope
-from huddle.gateway.hub import Hub, team_room
+from huddle.events.types import Rooms, StaleData
+from huddle.gateway.realtime.hub import Hub, team_room
 from huddle.gateway.session import SocketSession
-from huddle.gateway.userdata import UserDataSource
+from huddle.gateway.sources.base import UserDataSource
 from huddle.logging import get_logger
 from huddle.metrics import EVENTS_EMITTED_BY_TYPE, FANOUT_LATENCY
 
-log = get_logger("huddle.gateway.relay")
-
-MEMBER_ADDED = "member_added"
-MEMBER_REMOVED = "member_removed"
-TEAM_DELETED = "team_deleted"
-TASK_EVENTS = frozenset({"task_created", "task_updated", "task_deleted"})
-# Events after which every member's cached teams or tasks may be stale.
-TEAM_WIDE = frozenset({"team_updated", "team_deleted", "task_deleted"})
+log = get_logger("huddle.gateway.realtime.relay")
 
 RevocationHandler = Callable[[int, float], Awaitable[None]]
 FamilyRevocationHandler = Callable[[int, str, float], Awaitable[None]]
@@ -78,37 +71,38 @@ class EventRelay:
             for session in syncing:
                 session.hold(event)
             skip = [s.sid for s in syncing]
-        affected = self._affected_users(event)
-        room = team_room(event.team_id)
-        if event.type == MEMBER_ADDED and event.subject_user_id is not None:
+        team_id = event.team_id
+        rooms = types.of(event).rooms
+        room = team_room(team_id)
+        subject = event.subject_user_id
+        if rooms is Rooms.SUBJECT_JOINS and subject is not None:
             arrived: list[SocketSession] = []
-            for session in hub.sessions.of_user(event.subject_user_id):
+            for session in hub.sessions.of_user(subject):
                 if (
                     session.authenticated
                     and not session.syncing
-                    and await hub.join_team(session, event.team_id, announce=False)
+                    and await hub.join_team(session, team_id, announce=False)
                 ):
                     arrived.append(session)
             await hub.fanout.room(room, event.type, event.payload, skip=skip)
             if arrived:
-                await hub.announce(event.team_id, event.subject_user_id, online=True)
-        elif event.type == MEMBER_REMOVED and event.subject_user_id is not None:
+                await hub.announce(team_id, subject, online=True)
+        elif rooms is Rooms.SUBJECT_LEAVES and subject is not None:
             await hub.fanout.room(room, event.type, event.payload, skip=skip)
-            for session in hub.sessions.of_user(event.subject_user_id):
+            for session in hub.sessions.of_user(subject):
                 if not session.syncing:
-                    await hub.leave_team(session, event.team_id)
-        elif event.type == TEAM_DELETED:
+                    await hub.leave_team(session, team_id)
+        elif rooms is Rooms.ROOM_CLOSES:
             await hub.fanout.room(room, event.type, event.payload, skip=skip)
-            for session in hub.sessions.in_team(event.team_id):
+            for session in hub.sessions.in_team(team_id):
                 if not session.syncing:
-                    await hub.leave_team(session, event.team_id, announce=False)
-            hub.forget_team(event.team_id)
+                    await hub.leave_team(session, team_id, announce=False)
+            hub.forget_team(team_id)
         else:
             await hub.fanout.room(room, event.type, event.payload, skip=skip)
         EVENTS_EMITTED_BY_TYPE[event.type].inc()
         _observe_latency(event.payload)
-        for user_id in affected:
-            self._source.invalidate(user_id)
+        self._source.invalidate(types.stale_data(event))
 
     async def apply(self, session: SocketSession, event: Envelope, *, emit: bool) -> None:
         """Deliver one held event to one socket with the room rules of `handle`.
@@ -121,42 +115,22 @@ class EventRelay:
         if team_id is None or session.closed:
             return
         about_me = event.subject_user_id is not None and event.subject_user_id == session.user_id
-        if event.type == MEMBER_ADDED and about_me:
+        rooms = types.of(event).rooms
+        if rooms is Rooms.SUBJECT_JOINS and about_me:
             came_online = await hub.join_team(session, team_id, announce=False)
             if emit:
                 await hub.send(session, event.type, event.payload)
             if came_online and session.user_id is not None:
                 await hub.announce(team_id, session.user_id, online=True)
-        elif event.type == MEMBER_REMOVED and about_me:
+        elif rooms is Rooms.SUBJECT_LEAVES and about_me:
             if emit:
                 await hub.send(session, event.type, event.payload)
             await hub.leave_team(session, team_id)
         elif team_id in session.team_ids:
             if emit:
                 await hub.send(session, event.type, event.payload)
-            if event.type == TEAM_DELETED:
+            if rooms is Rooms.ROOM_CLOSES:
                 await hub.leave_team(session, team_id, announce=False)
-
-    def _affected_users(self, event: Envelope) -> set[int]:
-        """Users whose cached teams or tasks this event makes stale."""
-        users: set[int] = set()
-        if event.subject_user_id is not None:
-            users.add(event.subject_user_id)
-        if event.type in TASK_EVENTS:
-            task = event.payload.get("task")
-            if isinstance(task, dict) and isinstance(task.get("assigneeId"), int):
-                users.add(task["assigneeId"])
-            changes = event.payload.get("changes")
-            reassigned = isinstance(changes, list) and "assigneeId" in changes
-            if not reassigned and event.type not in TEAM_WIDE:
-                return users
-        elif event.type not in TEAM_WIDE:
-            return users
-        # The previous assignee, or every member, is unknown here: drop the
-        # cache of every member connected to this instance.
-        if event.team_id is not None:
-            users.update(s.user_id for s in self._hub.sessions.in_team(event.team_id) if s.user_id)
-        return users
 
     async def _control(self, event: Envelope) -> None:
         if event.type == PRESENCE_CHANGED:
@@ -173,7 +147,7 @@ class EventRelay:
         except (KeyError, TypeError, ValueError):
             log.warning("control_message_malformed", type=event.type)
             return
-        self._source.invalidate(user_id)
+        self._source.invalidate(StaleData(users=frozenset({user_id})))
         await self._on_revoked(user_id, revoked_at)
 
     async def _family_revoked(self, event: Envelope) -> None:

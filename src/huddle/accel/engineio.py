@@ -1,32 +1,45 @@
-"""A leaner Engine.IO socket for clients that connect over WebSocket directly.
+"""python-engineio: a lean Engine.IO socket for clients that connect over WebSocket directly.
 
 Why: python-engineio serves a WebSocket session with five asyncio tasks for
 as long as it is open — the ASGI task reading, one more task per received
 message (`ensure_future` + `wait_for`), a writer task fed by an
 `asyncio.Queue` (whose `wait_for(queue.get())` is another task), and a task
-sleeping until the next ping. Measured here (docs/benchmarks.md) that is
-~21 coroutines, 6 timers and 9 deques per idle connection, a third of
-Huddle's memory per connection, and several task switches on every
-handshake. This module keeps engine.io's protocol logic (packets, `receive`,
-`close`, ping timeouts checked by the server's service task) and changes only
-how a direct WebSocket session moves bytes:
+sleeping until the next ping: a third of Huddle's memory per idle connection
+and several task switches per handshake. engine.io's protocol logic (packets,
+`receive`, `close`, ping timeouts checked by the server's service task) is
+kept; what changes is how a *direct* WebSocket session moves bytes.
 
-- reading happens in the ASGI task itself, one `await` per message, on the
-  connection's queue (no ASGI wrapper, no `wait_for`);
-- writing is synchronous: a packet is framed and handed to the connection
-  (`transport.FastWebSocketProtocol.send_now`), which coalesces one
-  loop turn's frames into one write and disconnects a peer whose unsent bytes
-  pass its limit — so there is no queue, no writer task, and a socket's
-  packets and a broadcast's shared frames leave in the order they were given;
-- the next ping is a loop timer, not a sleeping task.
+Overrides:
 
-Sessions that start with long-polling (and may upgrade later) keep
-python-engineio's own socket, unchanged. Besides engine.io's public
-`handle_request`, the hooks used are `socketio.AsyncServer._engineio_server_class`,
-engine.io's `_async` driver table (for `translate_request`) and its socket's
-attributes; the versions are held in pyproject.toml and exercised by the
-interop suite (official socket.io-client, WebSocket, polling with upgrade,
-and polling only).
+1. `LeanSocket` (subclass of `engineio.async_socket.AsyncSocket`): `send`
+   writes a packet synchronously to its connection (the uvicorn module's
+   `send_now`: no queue, no writer task, order shared with broadcast
+   frames); `serve` reads the connection's queue in the ASGI task (no task
+   per message); the next ping is a loop timer (`schedule_ping`); `close`
+   closes the WebSocket after the CLOSE packet (there is no writer to do it).
+   `_NoQueue` stands in for the socket's queue.
+2. `LeanEngineServer.handle_request` (subclass of `engineio.AsyncServer`):
+   an Engine.IO 4 opening over WebSocket with no session id, on one of the
+   uvicorn module's connections, is served here (`_serve_direct`), making
+   engine.io's own checks first (origin, version, transport); everything
+   else goes to engine.io. engine.io's request coroutine would otherwise
+   stay on the stack for the whole session with its locals.
+3. `translate_request` replaces the ASGI driver's (through the private
+   `_async` driver table): the driver defines its body-reader class inside
+   the function, a new class per request.
+4. `LeanSocketIOServer` (subclass of `socketio.AsyncServer`): its private
+   `_engineio_server_class` answers `LeanEngineServer`, and `handle_request`
+   hands back engine.io's coroutine (one frame fewer per open WebSocket).
+
+Private names used: `AsyncServer._async`, `_make_response`, `_bad_request`,
+`_unauthorized`, `_cors_allowed_origins`, `_log_error_once`,
+`_trigger_event`, `_service_task`, `start_service_task`,
+`service_task_handle`; the socket's `queue`, `last_ping`, `connected`,
+`upgraded`, `closing`, `closed`, `check_ping_timeout`, `receive`;
+`socketio.AsyncServer._engineio_server_class`.
+
+Sessions that start with long-polling (and may upgrade) keep
+python-engineio's own socket. Needs the uvicorn module (its connections).
 """
 
 from __future__ import annotations
@@ -41,7 +54,16 @@ import socketio
 from engineio import async_socket, exceptions
 from engineio import packet as eio_packet
 
-from huddle.gateway.transport import FastWebSocketProtocol, connection_of
+from huddle.accel import Gate, Tested
+from huddle.accel.uvicorn import FastWebSocketProtocol, connection_of
+
+GATE = Gate(
+    (
+        Tested("python-engineio", "engineio", ("4.15.1",)),
+        Tested("python-socketio", "socketio", ("5.18.1",)),
+    ),
+    needs=("uvicorn",),
+)
 
 _PING = eio_packet.Packet(eio_packet.PING)
 _PACKET_TYPES = len(eio_packet.packet_names)

@@ -1,20 +1,31 @@
-"""A python-socketio client manager that encodes a broadcast once and writes it without tasks.
+"""python-socketio: a client manager that encodes a broadcast once and writes it without tasks.
 
-The stock `AsyncManager.emit` encodes the packet once but then creates one
-asyncio task per recipient, each of which goes through the engine.io socket's
-queue, its writer task and an ASGI send. Measured on this machine that path
-costs ~150 µs of server CPU per delivered message (see docs/benchmarks.md).
+Why: the stock `AsyncManager.emit` encodes the packet once but then creates
+one asyncio task per recipient, each of which goes through the engine.io
+socket's queue, its writer task and an ASGI send.
 
-`FastManager.emit` (a client-manager subclass, python-socketio's supported
-extension point) keeps the stock behaviour for acknowledged emits and binary
-payloads, and for everything else:
-- builds the Engine.IO message and its WebSocket frame once per emit;
-- for each recipient whose WebSocket connection accepts shared frames and
-  whose engine.io queue is empty (nothing older waiting, so order holds),
-  pushes the frame to the connection (`transport.FastWebSocketProtocol`),
-  which coalesces a loop turn's frames into one write;
-- hands every other recipient (long-polling, upgrading, compressed, paused)
-  the packet through engine.io as usual — without a task per recipient.
+Overrides (`FastManager`, a subclass of `socketio.AsyncManager`; the client
+manager is python-socketio's extension point, its insides are not):
+
+1. `emit`: for everything but acknowledged emits and binary payloads, builds
+   the Engine.IO message and its WebSocket frame once; each recipient whose
+   connection (the uvicorn module's) accepts shared frames and whose
+   engine.io queue is empty (nothing older waiting, so order holds) gets the
+   frame pushed; every other recipient (long-polling, upgrading, compressed,
+   paused) gets the packet through engine.io — without a task per recipient.
+2. `_Room` replaces python-socketio's `bidict` rooms (`basic_enter_room`):
+   every socket has a room of its own, and a `bidict` write costs a check of
+   the inverse mapping and two dicts of memory per room; the inverse is kept
+   only for the namespace's room of connected sockets, which needs it.
+3. `basic_leave_room` / `basic_disconnect`: an index of each sid's rooms, so
+   a disconnect no longer tests every room of the namespace
+   (O(connections) per disconnect).
+
+Private names used: the manager's `rooms` structure (`_fwdm`, `_invm`,
+`None` as the connected room), `callbacks`, `pending_connect`,
+`pending_disconnect`, `server.packet_class`, `server.eio.sockets`, the
+engine.io socket's `connection` (the engineio module's), `upgraded`,
+`queue`, `closed`, `closing`, `send`. Needs the uvicorn module.
 """
 
 from __future__ import annotations
@@ -28,8 +39,17 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 from websockets.frames import Frame, Opcode
 
-from huddle.gateway.transport import connection_for, flush_waiting
+from huddle.accel import Gate, Tested
+from huddle.accel.uvicorn import connection_for, flush_waiting
 from huddle.metrics import FANOUT_DELIVERIES
+
+GATE = Gate(
+    (
+        Tested("python-socketio", "socketio", ("5.18.1",)),
+        Tested("python-engineio", "engineio", ("4.15.1",)),
+    ),
+    needs=("uvicorn",),
+)
 
 _SHARED = FANOUT_DELIVERIES.labels(path="shared")
 _QUEUED = FANOUT_DELIVERIES.labels(path="queued")

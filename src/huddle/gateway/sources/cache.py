@@ -6,10 +6,11 @@ gateway instance can serve a user another instance fetched. Redis is best
 effort: any Redis error falls back to the memory copy, and is logged once per
 outage.
 
-`drop(user_id)` forgets a user at once, locally and (in the background) in
-Redis. It also remembers when, so an entry written by a fetch that *started*
-before the drop — which may hold the data the change made stale — is ignored
-on read, whichever instance wrote it.
+`drop(stale)` forgets the users an event made stale at once, locally and (in
+the background) in Redis, and remembers when — for them and for the teams an
+event made stale as a whole — so an entry written by a fetch that *started*
+before the drop (which may hold the data the change made stale) is ignored on
+read, whichever instance wrote it.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from huddle.gateway.userdata import UserData
+from huddle.events.types import StaleData
+from huddle.gateway.sources.base import UserData
 from huddle.logging import get_logger
 
-log = get_logger("huddle.gateway.cache")
+log = get_logger("huddle.gateway.sources.cache")
 
 MAX_ENTRIES = 10_000
 """Memory entries kept at most (least recently stored dropped first)."""
@@ -50,6 +53,8 @@ class UserDataCache:
         self._memory: OrderedDict[int, tuple[float, dict[str, Any]]] = OrderedDict()
         # user id -> when it was last dropped (wall clock, comparable across instances)
         self._dropped: dict[int, float] = {}
+        # team id -> when every member's entry was last dropped (a team-wide event)
+        self._team_dropped: dict[int, float] = {}
         self._prefix = f"{prefix}:userdata:"
         self._redis: aioredis.Redis | None = None
         if redis_url:
@@ -82,6 +87,9 @@ class UserDataCache:
         now = time.time()
         if now - stored_at >= self.ttl or stored_at <= self._dropped.get(user_id, 0.0):
             return None
+        marks = self._team_dropped
+        if marks and any(stored_at <= marks.get(_team_id(t), 0.0) for t in data["teams"]):
+            return None
         return UserData(user=data["user"], teams=data["teams"], tasks=data["tasks"])
 
     async def put(self, user_id: int, data: UserData, *, started_at: float) -> None:
@@ -91,6 +99,8 @@ class UserDataCache:
         not stored.
         """
         if started_at <= self._dropped.get(user_id, 0.0):
+            return
+        if any(started_at <= self._team_dropped.get(team_id, 0.0) for team_id in data.team_ids):
             return
         value = {"user": data.user, "teams": data.teams, "tasks": data.tasks}
         self._memory[user_id] = (started_at, value)
@@ -107,21 +117,30 @@ class UserDataCache:
         except (RedisError, OSError, TimeoutError) as exc:
             self._redis_down(exc)
 
-    def drop(self, user_id: int) -> None:
-        """Forget a user now (memory), and in Redis as soon as the event loop runs."""
+    def drop(self, stale: StaleData) -> None:
+        """Forget what an event made stale: its users now (memory, and Redis as soon as
+        the event loop runs), and any entry naming one of its teams that was stored
+        before now (a mark checked on read; every instance sees every event)."""
         now = time.time()
-        self._memory.pop(user_id, None)
-        self._dropped[user_id] = now
-        if len(self._dropped) > self._max:
+        for team_id in stale.teams:
+            self._team_dropped[team_id] = now
+        for user_id in stale.users:
+            self._memory.pop(user_id, None)
+            self._dropped[user_id] = now
+            if self._redis is not None:
+                self._in_background(self._redis_delete(user_id))
+        if len(self._dropped) + len(self._team_dropped) > self._max:
             # A mark older than the TTL guards nothing: every entry it could hide expired.
             horizon = now - self.ttl
             self._dropped = {uid: at for uid, at in self._dropped.items() if at > horizon}
-        if self._redis is None:
-            return
+            self._team_dropped = {t: at for t, at in self._team_dropped.items() if at > horizon}
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         try:
-            task = asyncio.get_running_loop().create_task(self._redis_delete(user_id))
+            task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:
-            return  # no loop (a synchronous caller): the drop mark still hides the entry here
+            work.close()  # no loop (a synchronous caller): the drop mark still hides the entry
+            return
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -161,3 +180,10 @@ def _decode(raw: bytes | str) -> tuple[float, dict[str, Any]] | None:
         return float(data["storedAt"]), value
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _team_id(team: Any) -> int:
+    try:
+        return int(team["id"])
+    except (KeyError, TypeError, ValueError):
+        return 0

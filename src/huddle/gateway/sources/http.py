@@ -7,7 +7,7 @@ a connection error is retried once (the request never reached the API, so
 this is safe even for a refresh); a `CircuitBreaker` stops calls to a dead
 backend; a `UserDataCache` keeps the last good data for degraded answers; a
 `RecoveryWatch` probes `/readyz` after a failure and runs the `on_recovered`
-callbacks when the API answers again. The contract is in `huddle.gateway.sources`.
+callbacks when the API answers again. The contract is in `huddle.gateway.sources.base`.
 
 Metrics: `huddle_gateway_backend_request_seconds{endpoint}` per HTTP request
 (endpoints `users_me`, `user_teams`, `user_tasks`, `auth_refresh`, `events`,
@@ -39,23 +39,28 @@ from huddle.errors import (
     TokenInvalid,
     TokenRevoked,
 )
-from huddle.gateway.breaker import CircuitBreaker
-from huddle.gateway.cache import UserDataCache
-from huddle.gateway.recovery import RecoveredCallback, RecoveryWatch
-from huddle.gateway.userdata import RefreshedTokens, Replay, UserData
+from huddle.events.items import MAX_PAGE, envelope_of_item
+from huddle.events.types import StaleData
+from huddle.gateway.sources.base import (
+    MAX_TASKS,
+    MAX_TEAMS,
+    RecoveredCallback,
+    RefreshedTokens,
+    Replay,
+    UserData,
+    fallback,
+)
+from huddle.gateway.sources.breaker import CircuitBreaker
+from huddle.gateway.sources.cache import UserDataCache
+from huddle.gateway.sources.recovery import RecoveryWatch
 from huddle.logging import get_logger
 from huddle.metrics import BACKEND_FAILURES, BACKEND_LATENCY
-from huddle.services.events import MAX_PAGE, envelope_of_item
+from huddle.security.tokens import Claims
 
-log = get_logger("huddle.gateway.backend")
+log = get_logger("huddle.gateway.sources.http")
 
 T = TypeVar("T")
 
-# The same on both paths (the in-process source uses them too).
-MAX_TEAMS = 1000
-"""A user's teams fetched at most (all of them, in practice)."""
-MAX_TASKS = 500
-"""Tasks assigned to the user fetched at most: the first ones, by id."""
 PAGE_SIZE = 100  # the REST API's largest page
 
 _TOKEN_ERRORS: dict[str, type[AuthError]] = {
@@ -68,11 +73,6 @@ _REFRESH_ERRORS: dict[str, type[AuthError]] = {
     "REFRESH_TOKEN_INVALID": RefreshTokenInvalid,
     "REFRESH_TOKEN_REUSED": RefreshTokenReused,
 }
-
-
-def fallback(user_id: int) -> UserData:
-    """What a degraded fetch answers without a cached copy: the id from the token, no lists."""
-    return UserData(user={"id": user_id}, teams=[], tasks=[], degraded=True)
 
 
 class BackendFailure(Exception):
@@ -129,7 +129,8 @@ class HttpSource:
         """False from a failed backend call until the next successful one."""
         return self._watch.healthy
 
-    async def fetch(self, user_id: int, token: str) -> UserData:
+    async def fetch(self, claims: Claims, token: str) -> UserData:
+        user_id = claims.user_id
         started_at = time.time()
         try:
             data = await self._call("fetch", lambda: self._fetch(user_id, token))
@@ -153,8 +154,8 @@ class HttpSource:
         except BackendFailure:
             raise BackendUnavailable() from None
 
-    def invalidate(self, user_id: int) -> None:
-        self.cache.drop(user_id)
+    def invalidate(self, stale: StaleData) -> None:
+        self.cache.drop(stale)
 
     def on_recovered(self, callback: RecoveredCallback) -> None:
         self._watch.on_recovered(callback)

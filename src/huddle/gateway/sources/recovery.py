@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from huddle.gateway.sources.base import RecoveredCallback
 from huddle.logging import get_logger
 
-log = get_logger("huddle.gateway.recovery")
+log = get_logger("huddle.gateway.sources.recovery")
 
-RecoveredCallback = Callable[[], Awaitable[None]]
 Probe = Callable[[], Awaitable[None]]
 
 
