@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fmt bench clean node web browser-deps
+.PHONY: install run test lint fmt bench clean node web docs-assets browser-deps
 
 # The web client (src/huddle/web) takes the official socket.io-client browser
 # bundle from npm, pinned by its committed lock file, into vendor/ (git-ignored).
@@ -14,7 +14,7 @@ BROWSER := tests/browser
 BROWSER_STAMP := $(BROWSER)/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
 
-install: $(STAMP) web
+install: $(STAMP) web docs-assets
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,27 @@ $(WEB_BUNDLE): $(WEB)/package.json $(WEB)/package-lock.json
 		echo "web client: socket.io-client $$(node -p 'require("socket.io-client/package.json").version') -> $(WEB_BUNDLE)"; \
 	else \
 		echo "warning: npm (Node.js) not found: the web client's socket.io-client bundle is not installed; the page works without live updates until Node.js is installed and 'make install' is run again" >&2; \
+	fi
+
+# Swagger UI for /docs, served by Huddle itself (no CDN: /docs works offline), from
+# npm's swagger-ui-dist pinned by its committed lock file, into vendor/ (git-ignored).
+# --ignore-scripts: swagger-ui-dist's analytics dependency would phone home.
+DOCS := src/huddle/api/docs
+DOCS_BUNDLE := $(DOCS)/vendor/swagger-ui-bundle.js
+
+docs-assets: $(DOCS_BUNDLE)
+
+$(DOCS_BUNDLE): $(DOCS)/package.json $(DOCS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		set -e; cd $(DOCS); \
+		npm ci --ignore-scripts --no-audit --no-fund --loglevel=error; \
+		mkdir -p vendor; \
+		cp node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+		   node_modules/swagger-ui-dist/swagger-ui.css \
+		   node_modules/swagger-ui-dist/favicon-32x32.png vendor/; \
+		echo "api docs: swagger-ui-dist $$(node -p 'require("swagger-ui-dist/package.json").version') -> $(DOCS)/vendor/"; \
+	else \
+		echo "warning: npm (Node.js) not found: /docs has no Swagger UI until Node.js is installed and 'make install' is run again (/openapi.json works)" >&2; \
 	fi
 
 run: install
@@ -82,4 +103,5 @@ bench: install
 	$(BIN)/huddle bench
 
 clean:
-	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache $(WEB)/node_modules $(WEB)/vendor
+	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache $(WEB)/node_modules $(WEB)/vendor \
+		$(DOCS)/node_modules $(DOCS)/vendor

@@ -60,6 +60,7 @@ def _serve(settings: Settings) -> ASGIApp:
 
     async def start(runtime: Runtime) -> None:
         await gateway.start(
+            revocations=runtime.revocations,  # one registry with the REST side
             bus=runtime.bus,
             tokens=runtime.tokens,
             source=InProcessSource(runtime),

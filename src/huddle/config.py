@@ -29,6 +29,31 @@ SAMPLE_SECRETS = frozenset(
     }
 )
 MIN_SECRET_BYTES = 32
+MIN_SECRET_DISTINCT = 8
+"""Distinct characters a production JWT_SECRET must have (any random one has far more)."""
+
+
+def weak_secret(secret: str) -> str | None:
+    """Why `secret` is too guessable for production, or None.
+
+    Length alone says little: 32 x "a" is 32 bytes. Refused: a sample value in
+    any letter case, a secret that repeats one shorter piece ("aaaa…",
+    "abab…", "secretsecret…"), and one of fewer than MIN_SECRET_DISTINCT
+    distinct characters ("0000…01"). The message never contains the secret.
+    """
+    if secret.lower() in SAMPLE_SECRETS:
+        return "the sample value from the docs is refused"
+    if len(secret) > 1 and secret in (secret + secret)[1:-1]:
+        return "a repeated pattern has too little entropy"
+    if len(set(secret)) < MIN_SECRET_DISTINCT:
+        return f"fewer than {MIN_SECRET_DISTINCT} distinct characters is too little entropy"
+    return None
+
+
+def trusts_everyone(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """A "proxy" network that holds every address (0.0.0.0/0, ::/0, 1.2.3.4/0…)."""
+    return network.prefixlen == 0
+
 
 Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -61,6 +86,9 @@ class Settings(BaseSettings):
     jwt_access_ttl: int = Field(900, gt=0)
     jwt_refresh_ttl: int = Field(1_209_600, gt=0)
     jwt_leeway: int = Field(10, ge=0)
+    # Seconds after its rotation during which a refresh token presented again gets a
+    # pair of the same family instead of revoking it (two tabs refreshing at once).
+    refresh_reuse_grace: float = Field(10, ge=0)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
 
@@ -96,6 +124,10 @@ class Settings(BaseSettings):
     # goes out (one write per member per window, flaps cancel); 0 announces at once.
     presence_batch_ms: int = Field(50, ge=0)
     max_payload: int = Field(65_536, gt=0)
+    # Bearer token for /metrics in production; without one, /metrics answers loopback only.
+    metrics_token: str | None = Field(None, repr=False)
+    # Largest REST request body in bytes (413 above it; api/middleware.py BodyLimit).
+    max_body: int = Field(1_048_576, gt=0)
 
     max_connections_per_ip: int = Field(10, gt=0)
     max_connections_localhost: int = Field(20, gt=0)
@@ -110,6 +142,8 @@ class Settings(BaseSettings):
     socket_event_burst: int = Field(50, gt=0)
     login_rate: int = Field(10, gt=0)
     login_window: int = Field(900, gt=0)
+    # Failed logins per LOGIN_WINDOW for one account from all IPs together (SPEC §5).
+    login_account_rate: int = Field(100, gt=0)
     rate_limit_enabled: bool = True
     # `POST /bench/broadcast` for the benchmark harness (bench/, SPEC §8): writes
     # events through the real outbox -> bus -> gateway path on request, from
@@ -141,6 +175,16 @@ class Settings(BaseSettings):
         if self.is_production:
             if "*" in self.cors_origin:
                 raise ValueError("CORS_ORIGIN: '*' is refused in production")
+            if any(origin.lower() == "null" for origin in self.cors_origin):
+                # The origin of sandboxed frames and file:// pages: anyone can send it.
+                raise ValueError("CORS_ORIGIN: 'null' is refused in production")
+            networks = (ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+            everyone = [str(n) for n in networks if trusts_everyone(n)]
+            if everyone:
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {everyone[0]} trusts every address (anyone could "
+                    "set X-Forwarded-For); list your proxies' addresses"
+                )
             if self.bench_endpoints:
                 raise ValueError("BENCH_ENDPOINTS: refused in production")
             if self.jwt_algorithm in HMAC_ALGORITHMS:
@@ -150,8 +194,11 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"JWT_SECRET: must be at least {MIN_SECRET_BYTES} bytes in production"
                     )
-                if self.jwt_secret in SAMPLE_SECRETS:
-                    raise ValueError("JWT_SECRET: the sample value from the docs is refused")
+                weakness = weak_secret(self.jwt_secret)
+                if weakness is not None:
+                    raise ValueError(
+                        f"JWT_SECRET: {weakness}; generate one with `openssl rand -base64 48`"
+                    )
         if self.jwt_algorithm not in HMAC_ALGORITHMS and self.jwt_public_key_file is None:
             raise ValueError(f"JWT_PUBLIC_KEY_FILE: required for {self.jwt_algorithm}")
         return self

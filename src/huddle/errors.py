@@ -18,6 +18,7 @@
     ├── Conflict                     409
     │   ├── EmailTaken               EMAIL_TAKEN
     │   └── VersionConflict          VERSION_CONFLICT (details: the current task)
+    ├── PayloadTooLarge              PAYLOAD_TOO_LARGE (413, a body above MAX_BODY)
     ├── RateLimited                  RATE_LIMITED (429, retry_after in ms)
     ├── ConnectionLimit              CONNECTION_LIMIT (429)
     ├── DatabaseUnavailable          DATABASE_UNAVAILABLE (503)
@@ -182,6 +183,14 @@ class VersionConflict(Conflict):
 
     code = "VERSION_CONFLICT"
     default_message = "The task was changed by someone else; the current version is attached."
+
+
+class PayloadTooLarge(HuddleError):
+    """The request body is larger than MAX_BODY."""
+
+    code = "PAYLOAD_TOO_LARGE"
+    status = 413
+    default_message = "The request body is too large."
 
 
 class RateLimited(HuddleError):

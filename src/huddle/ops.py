@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from huddle.config import Settings
+from huddle.errors import HuddleError
+from huddle.schemas import Error, ErrorInfo
+from huddle.security.metrics_access import authorize_metrics
 
 Probe = Callable[[], Awaitable[bool]]
 """Answers whether one part is up; raising counts as down."""
@@ -24,13 +31,33 @@ PROBE_TIMEOUT = 2.0
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness")
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    """`checks`: each part, "ok" or "down"; `error` names what is down (503)."""
+
+    status: str
+    checks: dict[str, str]
+    error: ErrorInfo | None = None
+
+
+@router.get("/healthz", summary="Liveness", response_model=Health)
 async def healthz() -> dict[str, str]:
     """200 `{"status": "ok"}` while the process serves requests."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness")
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    response_model=None,
+    responses={
+        200: {"model": Readiness, "description": "Every part answers."},
+        503: {"model": Readiness, "description": "A part is down (`NOT_READY`)."},
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 when every part this process needs answers; 503 naming what is down."""
     probes: Mapping[str, Probe] = getattr(request.app.state, "readiness", {})
@@ -39,9 +66,36 @@ async def readyz(request: Request) -> JSONResponse:
     return readiness(dict(zip(names, results, strict=True)))
 
 
-@router.get("/metrics", summary="Prometheus metrics")
-async def metrics() -> Response:
-    """Every collector of `huddle.metrics`, in Prometheus' text format."""
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        401: {"model": Error, "description": "Production, METRICS_TOKEN set: no or a wrong token."},
+        403: {"model": Error, "description": "Production, no METRICS_TOKEN: not from this host."},
+    },
+)
+async def metrics(request: Request) -> Response:
+    """Every collector of `huddle.metrics`, in Prometheus' text format.
+
+    In production only with `Authorization: Bearer <METRICS_TOKEN>`, or, without
+    a token configured, from this host (`security/metrics_access.py`).
+    """
+    settings: Settings = request.app.state.settings
+    return metrics_response(request.scope, settings)
+
+
+def metrics_response(scope: Mapping[str, Any], settings: Settings) -> Response:
+    """The /metrics answer: the metrics, or the error body that refuses them."""
+    try:
+        authorize_metrics(scope, settings)
+    except HuddleError as exc:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -25,8 +25,9 @@ from huddle.logging import get_logger
 from huddle.ops import Probe
 from huddle.security.passwords import Passwords
 from huddle.security.ratelimit import BucketStore, LoginLimiter, create_bucket_store
+from huddle.security.revocation import Revocations
 from huddle.security.tokens import TokenService
-from huddle.services.auth import AuthService
+from huddle.services.auth import AuthService, load_revocations
 from huddle.services.events import EventService
 from huddle.services.tasks import TaskService
 from huddle.services.teams import TeamService
@@ -51,6 +52,7 @@ class Runtime:
     users: UserService
     buckets: BucketStore
     login_limiter: LoginLimiter
+    revocations: Revocations
     tasks_running: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -79,24 +81,39 @@ class Runtime:
         tokens = TokenService(settings)
         passwords = Passwords(fast=settings.app_env == "test")
         buckets = create_bucket_store(settings)
+        revocations = Revocations(settings)
+        try:
+            loaded = await load_revocations(revocations, db)
+            if loaded:
+                log.info("revocations_loaded", count=loaded)
+        except Exception as exc:  # the database may be down at start; /readyz will say so
+            log.warning("revocations_unavailable", error=type(exc).__name__)
         runtime = cls(
             settings=settings,
             engine=engine,
             db=db,
             bus=bus,
             tokens=tokens,
-            auth=AuthService(db, tokens, passwords),
+            auth=AuthService(
+                db,
+                tokens,
+                passwords,
+                revocations=revocations,
+                reuse_grace=settings.refresh_reuse_grace,
+            ),
             teams=TeamService(db),
             tasks=TaskService(db),
             users=UserService(db),
             buckets=buckets,
             login_limiter=LoginLimiter(buckets, settings),
+            revocations=revocations,
         )
 
         async def forget_revoked(event: Envelope) -> None:
             if event.type == SESSIONS_REVOKED and event.subject_user_id is not None:
                 runtime.auth.forget(event.subject_user_id)
 
+        bus.subscribe(revocations.handle)
         bus.subscribe(forget_revoked)
         await bus.start()
         runtime.tasks_running.append(asyncio.create_task(runtime._prune_forever()))

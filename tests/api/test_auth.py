@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from datetime import timedelta
 
 import httpx
 import jwt
 from asgi_lifespan import LifespanManager
+from sqlalchemy import update
 
 from huddle.api.app import create_api
+from huddle.clock import utcnow
 from huddle.config import Settings
+from huddle.db.models import RefreshToken
 from tests.api.conftest import TEST_SECRET
 from tests.factories import PASSWORD, Factory
 
@@ -93,6 +98,21 @@ async def test_wrong_password_and_unknown_email_look_the_same(factory: Factory) 
     assert code(wrong) == "INVALID_CREDENTIALS"
 
 
+async def past_the_grace(factory: Factory, refresh_token: str) -> None:
+    """Move a spent refresh token's rotation a minute into the past (beyond the reuse grace)."""
+    assert factory.runtime is not None
+    async with factory.runtime.db.unit() as unit:
+        await unit.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == hashlib.sha256(refresh_token.encode()).hexdigest())
+            .values(used_at=utcnow() - timedelta(seconds=60))
+        )
+
+
+def family(token: str) -> str:
+    return str(jwt.decode(token, TEST_SECRET, algorithms=["HS256"])["fam"])
+
+
 async def test_refresh_rotates_and_reuse_revokes_the_family(factory: Factory) -> None:
     user = await factory.user()
     client = factory.client
@@ -102,6 +122,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(factory: Factory) ->
     assert rotated["refresh_token"] != user.refresh_token
     assert (await client.get("/api/users/me", headers=_bearer(rotated))).status_code == 200
 
+    await past_the_grace(factory, user.refresh_token)
     reused = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
     assert reused.status_code == 401
     assert code(reused) == "REFRESH_TOKEN_REUSED"
@@ -115,6 +136,7 @@ async def test_refresh_families_are_independent(factory: Factory) -> None:
     user = await factory.user()
     other_login = await factory.login(user.email)
     await factory.client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    await past_the_grace(factory, user.refresh_token)
     await factory.client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
     unaffected = await factory.client.post(
         "/api/auth/refresh", json={"refresh_token": other_login["refresh_token"]}
@@ -122,7 +144,9 @@ async def test_refresh_families_are_independent(factory: Factory) -> None:
     assert unaffected.status_code == 200
 
 
-async def test_concurrent_refreshes_redeem_a_token_once(factory: Factory) -> None:
+async def test_two_tabs_refreshing_at_once_both_stay_signed_in(factory: Factory) -> None:
+    """SPEC §3 REFRESH_REUSE_GRACE: concurrent redemptions of one token all get a valid
+    pair of the same family, and none of them revokes it (PostgreSQL row locks included)."""
     user = await factory.user()
     responses = await asyncio.gather(
         *(
@@ -130,9 +154,63 @@ async def test_concurrent_refreshes_redeem_a_token_once(factory: Factory) -> Non
             for _ in range(5)
         )
     )
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) == 1, [r.text for r in responses]
-    assert all(code(r) == "REFRESH_TOKEN_REUSED" for r in responses if r.status_code != 200)
+    assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
+    pairs = [r.json() for r in responses]
+    assert len({p["refresh_token"] for p in pairs}) == 5
+    assert {family(p["refresh_token"]) for p in pairs} == {family(user.refresh_token)}
+    for pair in pairs:
+        me = await factory.client.get("/api/users/me", headers=_bearer(pair))
+        assert me.status_code == 200
+        again = await factory.client.post(
+            "/api/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+        )
+        assert again.status_code == 200, again.text
+
+
+async def test_a_token_presented_again_within_the_grace_gets_a_pair_of_its_family(
+    factory: Factory,
+) -> None:
+    user = await factory.user()
+    client = factory.client
+    first = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    second = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert first.status_code == second.status_code == 200
+    assert first.json()["refresh_token"] != second.json()["refresh_token"]
+    assert family(second.json()["refresh_token"]) == family(user.refresh_token)
+    # The first tab's pair still works: nothing was revoked.
+    assert (await client.get("/api/users/me", headers=_bearer(first.json()))).status_code == 200
+    # Past the grace it is reuse again, and the whole family goes.
+    await past_the_grace(factory, user.refresh_token)
+    reused = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert code(reused) == "REFRESH_TOKEN_REUSED"
+    for pair in (first.json(), second.json()):
+        refreshed = await client.post(
+            "/api/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+        )
+        assert refreshed.status_code == 401
+
+
+async def test_no_grace_for_a_revoked_family(factory: Factory) -> None:
+    user = await factory.user()
+    client = factory.client
+    assert (
+        await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    ).status_code == 200
+    assert (
+        await client.post("/api/auth/logout", json={"refresh_token": user.refresh_token})
+    ).status_code == 204
+    again = await client.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert again.status_code == 401
+
+
+async def test_the_grace_is_a_setting(settings: Settings) -> None:
+    app = create_api(settings.model_copy(update={"refresh_reuse_grace": 0}))
+    async with LifespanManager(app), _client_from(app, "198.51.100.20") as client:
+        user = await Factory(client, app.state.runtime).user()
+        body = {"refresh_token": user.refresh_token}
+        assert (await client.post("/api/auth/refresh", json=body)).status_code == 200
+        reused = await client.post("/api/auth/refresh", json=body)
+        assert code(reused) == "REFRESH_TOKEN_REUSED"
 
 
 async def test_logout_revokes_the_family(factory: Factory) -> None:
@@ -202,33 +280,69 @@ def _bearer(pair: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {pair['access_token']}"}
 
 
-async def test_failed_logins_are_rate_limited_per_ip_and_per_account(settings: Settings) -> None:
+def _client_from(app: object, ip: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://huddle.test")
+
+
+async def test_failed_logins_lock_the_guesser_out_but_not_the_owner(settings: Settings) -> None:
+    """SPEC §5: LOGIN_RATE per (IP, account) and per IP; the owner elsewhere keeps signing in."""
+    limited = settings.model_copy(update={"login_rate": 3, "login_account_rate": 5})
+    app = create_api(limited)
+    async with (
+        LifespanManager(app),
+        _client_from(app, "198.51.100.1") as stranger,
+        _client_from(app, "198.51.100.2") as owner_client,
+    ):
+        user = await Factory(owner_client, app.state.runtime).user()
+        wrong = {"email": user.email, "password": "not-the-password"}
+        for _ in range(3):
+            assert (await stranger.post("/api/auth/login", json=wrong)).status_code == 401
+        refused = await stranger.post("/api/auth/login", json=wrong)
+        assert refused.status_code == 429
+        assert code(refused) == "RATE_LIMITED"
+        assert int(refused.headers["retry-after"]) >= 1
+        # Locked even with the right password, so a guesser learns nothing more...
+        right = {"email": user.email, "password": PASSWORD}
+        assert (await stranger.post("/api/auth/login", json=right)).status_code == 429
+        # ...and for any other account from that address (the per-IP bucket).
+        other = await Factory(owner_client, app.state.runtime).user()
+        other_right = {"email": other.email, "password": PASSWORD}
+        assert (await stranger.post("/api/auth/login", json=other_right)).status_code == 429
+        # The owner, from their own address, is not locked out.
+        assert (await owner_client.post("/api/auth/login", json=right)).status_code == 200
+
+
+async def test_many_addresses_guessing_one_account_lock_it_everywhere(settings: Settings) -> None:
+    limited = settings.model_copy(update={"login_rate": 3, "login_account_rate": 5})
+    app = create_api(limited)
+    async with LifespanManager(app), _client_from(app, "198.51.100.9") as owner_client:
+        user = await Factory(owner_client, app.state.runtime).user()
+        wrong = {"email": user.email, "password": "not-the-password"}
+        for n in range(5):  # 5 addresses, one guess each: the account's 5 are spent
+            async with _client_from(app, f"203.0.113.{n + 1}") as guesser:
+                assert (await guesser.post("/api/auth/login", json=wrong)).status_code == 401
+        right = {"email": user.email, "password": PASSWORD}
+        locked = await owner_client.post("/api/auth/login", json=right)
+        assert locked.status_code == 429 and code(locked) == "RATE_LIMITED"
+
+
+async def test_wrong_current_passwords_count_as_failed_logins(settings: Settings) -> None:
+    """POST /api/auth/password had no limit: a stolen access token could guess the password."""
     limited = settings.model_copy(update={"login_rate": 3})
     app = create_api(limited)
-    async with LifespanManager(app):
-
-        def client(ip: str) -> httpx.AsyncClient:
-            transport = httpx.ASGITransport(app=app, client=(ip, 40000))
-            return httpx.AsyncClient(transport=transport, base_url="http://huddle.test")
-
-        async with client("198.51.100.1") as first, client("198.51.100.2") as second:
-            user = await Factory(first, app.state.runtime).user()
-            wrong = {"email": user.email, "password": "not-the-password"}
-            for _ in range(3):
-                assert (await first.post("/api/auth/login", json=wrong)).status_code == 401
-            refused = await first.post("/api/auth/login", json=wrong)
-            assert refused.status_code == 429
-            assert code(refused) == "RATE_LIMITED"
-            assert int(refused.headers["retry-after"]) >= 1
-            # Locked even with the right password, and from another address
-            # (the account's bucket), so a guesser learns nothing more.
-            right = {"email": user.email, "password": PASSWORD}
-            assert (await first.post("/api/auth/login", json=right)).status_code == 429
-            assert (await second.post("/api/auth/login", json=right)).status_code == 429
-            # Another account from the second address is untouched.
-            other = await Factory(second, app.state.runtime).user()
-            assert (
-                await second.post(
-                    "/api/auth/login", json={"email": other.email, "password": PASSWORD}
-                )
-            ).status_code == 200
+    async with LifespanManager(app), _client_from(app, "198.51.100.3") as client:
+        user = await Factory(client, app.state.runtime).user()
+        wrong = {"currentPassword": "not-the-password", "newPassword": "another-password-1"}
+        for _ in range(3):
+            response = await client.post("/api/auth/password", json=wrong, headers=user.headers)
+            assert response.status_code == 401 and code(response) == "INVALID_CREDENTIALS"
+        right = {"currentPassword": PASSWORD, "newPassword": "another-password-1"}
+        refused = await client.post("/api/auth/password", json=right, headers=user.headers)
+        assert refused.status_code == 429 and code(refused) == "RATE_LIMITED"
+        # They are the same buckets as the login's: logging in from there is locked too.
+        login = {"email": user.email, "password": PASSWORD}
+        assert (await client.post("/api/auth/login", json=login)).status_code == 429
+        # Nothing changed: the old password still works from elsewhere.
+        async with _client_from(app, "198.51.100.4") as elsewhere:
+            assert (await elsewhere.post("/api/auth/login", json=login)).status_code == 200

@@ -46,6 +46,7 @@ def settings_for(data_dir: Path, **extra: Any) -> Settings:
         "database_url": None,
         "redis_url": None,
         "backend_url": None,
+        "refresh_reuse_grace": 0,  # reuse is reuse at once (tests/api covers the grace)
         **extra,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -64,6 +65,7 @@ class ApiProcess:
             HUDDLE_DATA_DIR=str(data_dir),
             JWT_SECRET=SECRET,
             LOG_LEVEL="warning",
+            REFRESH_REUSE_GRACE="0",  # reuse is reuse at once (tests/api covers the grace)
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = data_dir / "api.log"

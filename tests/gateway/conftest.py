@@ -24,6 +24,9 @@ FAST_TIMINGS = {
     "AUTH_GRACE": "1.5",
     "TOKEN_EXPIRY_WARNING": "1",
     "JWT_LEEWAY": "0",
+    # A spent refresh token presented again is reuse at once (no two-tab grace), as
+    # the refresh tests expect; the grace itself is tested in tests/api/test_auth.py.
+    "REFRESH_REUSE_GRACE": "0",
 }
 NO_PRACTICAL_LIMITS = {
     "MAX_CONNECTIONS_LOCALHOST": "100000",

@@ -305,3 +305,50 @@ async def test_clients_that_upgrade_from_polling_get_the_same_answers(
     rejected = await connect({"token": "not.a.jwt"}, transports=["polling", "websocket"])
     assert (await rejected.next("authentication_error"))["code"] == "TOKEN_INVALID"
     await rejected.gone()
+
+
+async def test_logout_disconnects_the_sockets_of_that_login_only(
+    connect: ProbeMaker, factory: Factory, api: httpx.AsyncClient
+) -> None:
+    """SPEC §3: a revoked family's access tokens stop at once, open sockets included."""
+    user = await factory.user()
+    other_login = await factory.login(user.email)  # another family of the same user
+    revoked = await connect({"token": user.access_token})
+    kept = await connect({"token": other_login["access_token"]})
+    for probe in (revoked, kept):
+        await probe.next("authenticated")
+
+    started = time.monotonic()
+    out = await api.post("/api/auth/logout", json={"refresh_token": user.refresh_token})
+    assert out.status_code == 204
+    error = await revoked.next("authentication_error", timeout=1)
+    assert (error["code"], error["action"]) == ("TOKEN_REVOKED", "LOGIN")
+    await revoked.gone(timeout=1)
+    assert time.monotonic() - started < 1.0
+    assert kept.client.connected and kept.all("authentication_error") == []
+    # The revoked token cannot come back either.
+    again = await connect({"token": user.access_token})
+    assert (await again.next("authentication_error"))["code"] == "TOKEN_REVOKED"
+
+
+async def test_refresh_token_reuse_disconnects_the_familys_sockets(
+    connect: ProbeMaker, factory: Factory, api: httpx.AsyncClient
+) -> None:
+    """The live server has no reuse grace: the second redemption is reuse at once."""
+    user = await factory.user()
+    bystander_login = await factory.login(user.email)
+    probe = await connect({"token": user.access_token})
+    bystander = await connect({"token": bystander_login["access_token"]})
+    for socket in (probe, bystander):
+        await socket.next("authenticated")
+    rotated = await api.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert rotated.status_code == 200
+    reused = await api.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert reused.json()["error"]["code"] == "REFRESH_TOKEN_REUSED"
+    error = await probe.next("authentication_error", timeout=1)
+    assert (error["code"], error["action"]) == ("TOKEN_REVOKED", "LOGIN")
+    await probe.gone(timeout=1)
+    assert bystander.client.connected
+    # The access token the thief got from the first rotation is refused too.
+    stolen = await connect({"token": rotated.json()["access_token"]})
+    assert (await stolen.next("authentication_error"))["code"] == "TOKEN_REVOKED"

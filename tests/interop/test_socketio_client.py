@@ -140,6 +140,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, node: str) -> Iterator[Live
         "RATE_LIMIT_ENABLED": "true",
         # Not under test, and the rate-limit bursts hold 20+ sockets of one user.
         "MAX_CONNECTIONS_PER_USER": "100",
+        # The scenario reuses a spent refresh token at once and expects reuse.
+        "REFRESH_REUSE_GRACE": "0",
     }
     with LiveServer(tmp_path_factory.mktemp("interop"), env=env) as live:
         yield live
@@ -463,6 +465,8 @@ async def test_4_token_refresh_both_forms_with_acknowledgements(
     assert result["reuse"]["body"]["error"]["code"] == "REFRESH_TOKEN_REUSED"
     assert result["afterReuse"]["status"] == 401
 
+    # The reuse revoked the family, and with it the access token this socket was
+    # renewed with (SPEC §3: open sockets too): told, then disconnected.
     socket = result["socket"]
     assert timeline(socket) == [
         "connect",
@@ -471,8 +475,11 @@ async def test_4_token_refresh_both_forms_with_acknowledgements(
         "authenticated",
         "token_refreshed",
         "authenticated",
+        "authentication_error",
+        "disconnect",
     ]
-    assert socket["connected"] is True
+    assert socket["connected"] is False
+    assert socket["disconnect"] == "io server disconnect"
     assert_transport(socket, transport)
 
 

@@ -137,7 +137,7 @@ def test_parse_ip_refuses_garbage() -> None:
 
 
 def _settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, jwt_secret="s" * 40, **values)
+    return Settings(_env_file=None, jwt_secret="unit-test-secret-0123456789-abcdefghij", **values)
 
 
 def test_production_warns_once_about_loopback_peers_without_trusted_proxies() -> None:

@@ -136,3 +136,90 @@ def test_cli_migrate_user_create_and_token(tmp_path: Path) -> None:
         tmp_path,
     )
     assert dup.returncode == 1 and "EMAIL_TAKEN" in dup.stderr
+
+
+def _production_error(**overrides: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(app_env="production", **{"jwt_secret": GOOD_SECRET, **overrides})
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "a" * 32,
+        "a" * 64,
+        "ab" * 16,
+        "secretsecret" * 3,
+        "0" * 31 + "1",
+        "YOUR-SUPER-SECRET-JWT-KEY-CHANGE-THIS-IN-PRODUCTION",
+        "Your-Super-Secret-Jwt-Key-Change-This-In-Production",
+    ],
+)
+def test_production_refuses_a_secret_of_little_entropy(secret: str) -> None:
+    message = _production_error(jwt_secret=secret)
+    assert message.startswith("JWT_SECRET: ")
+    assert secret not in message
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [GOOD_SECRET, "kQ8v1ZtR4mW9pX2cL7nB5yH3dF6gJ0sA", "0123456789abcdef" * 2 + "x"],
+)
+def test_production_accepts_a_random_looking_secret(secret: str, tmp_path: Path) -> None:
+    settings = load_settings(app_env="production", jwt_secret=secret, huddle_data_dir=tmp_path)
+    assert settings.jwt_secret == secret
+
+
+@pytest.mark.parametrize(
+    "proxies",
+    [
+        ["0.0.0.0/0"],
+        ["::/0"],
+        ["10.0.0.0/8", "0.0.0.0/0"],
+        ["1.2.3.4/0"],  # a network of every address, however it is written
+        ["2001:db8::/0"],
+    ],
+)
+def test_production_refuses_trusted_proxies_that_trust_everyone(proxies: list[str]) -> None:
+    message = _production_error(trusted_proxies=proxies)
+    assert message.startswith("TRUSTED_PROXIES: ")
+
+
+def test_production_accepts_real_proxy_networks(tmp_path: Path) -> None:
+    proxies = ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
+    settings = load_settings(
+        app_env="production",
+        jwt_secret=GOOD_SECRET,
+        trusted_proxies=proxies,
+        huddle_data_dir=tmp_path,
+    )
+    assert settings.trusted_proxies == proxies
+
+
+@pytest.mark.parametrize("origins", [["null"], ["https://app.example", "NULL"]])
+def test_production_refuses_the_null_origin(origins: list[str]) -> None:
+    assert _production_error(cors_origin=origins).startswith("CORS_ORIGIN: ")
+
+
+def test_development_keeps_its_easy_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        app_env="development",
+        jwt_secret="a" * 32,
+        trusted_proxies=["0.0.0.0/0"],
+        cors_origin=["null"],
+        huddle_data_dir=tmp_path,
+    )
+    assert settings.jwt_secret == "a" * 32
+
+
+def test_a_weak_secret_stops_the_process_with_one_line(tmp_path: Path) -> None:
+    """The refusals above go through the same one-line path as every other (one CLI run)."""
+    env = {"APP_ENV": "production", "HUDDLE_DATA_DIR": str(tmp_path), "JWT_SECRET": "a" * 32}
+    result = run_cli(["serve"], env, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "JWT_SECRET" in lines[0], result.stderr
+    assert "a" * 32 not in result.stderr

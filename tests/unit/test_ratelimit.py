@@ -43,7 +43,12 @@ SPEC_DEFAULTS: dict[str, Any] = {
 
 
 def settings(**values: Any) -> Settings:
-    merged = {"app_env": "test", "jwt_secret": "s" * 40, **SPEC_DEFAULTS, **values}
+    merged = {
+        "app_env": "test",
+        "jwt_secret": "unit-test-secret-0123456789-abcdefghij",
+        **SPEC_DEFAULTS,
+        **values,
+    }
     return Settings(_env_file=None, **merged)
 
 
@@ -347,7 +352,7 @@ def test_memory_is_the_default_store() -> None:
 # --- failed logins ---------------------------------------------------------------------
 
 
-async def test_ten_failed_logins_lock_the_account_and_the_ip_for_90_seconds(
+async def test_ten_failed_logins_lock_the_ip_for_90_seconds_but_not_the_owner_elsewhere(
     store: MemoryBucketStore, clock: Clock
 ) -> None:
     limiter = LoginLimiter(store, settings())
@@ -355,14 +360,41 @@ async def test_ten_failed_logins_lock_the_account_and_the_ip_for_90_seconds(
         await limiter.check("198.51.100.7", "Ann@Example.com")
         await limiter.record_failure("198.51.100.7", "Ann@Example.com")
 
+    # The guesser's address is out of attempts, for this account and any other.
     with pytest.raises(RateLimited) as caught:
-        await limiter.check("198.51.100.7", "someone-else@example.com")
+        await limiter.check("198.51.100.7", " ann@example.COM ")
     assert caught.value.retry_after_ms == 90_000
     with pytest.raises(RateLimited):
-        await limiter.check("203.0.113.50", " ann@example.COM ")
+        await limiter.check("198.51.100.7", "someone-else@example.com")
+    # The owner, from anywhere else, is not locked out.
+    await limiter.check("203.0.113.50", "ann@example.com")
 
     clock.advance(90_000)
     await limiter.check("198.51.100.7", "ann@example.com")
+
+
+async def test_a_hundred_failures_from_many_ips_lock_the_account_everywhere(
+    store: MemoryBucketStore, clock: Clock
+) -> None:
+    limiter = LoginLimiter(store, settings())
+    for n in range(100):
+        ip = f"198.51.100.{n // 5}"  # 20 addresses, 5 guesses each: no IP is locked
+        await limiter.check(ip, "ann@example.com")
+        await limiter.record_failure(ip, "ann@example.com")
+    with pytest.raises(RateLimited) as caught:
+        await limiter.check("203.0.113.50", "ann@example.com")
+    assert caught.value.retry_after_ms == 9_000  # 100 per 15 minutes: one back every 9 s
+    await limiter.check("203.0.113.50", "bob@example.com")
+    clock.advance(9_000)
+    await limiter.check("203.0.113.50", "ann@example.com")
+
+
+async def test_the_account_limit_has_its_own_setting(store: MemoryBucketStore) -> None:
+    limiter = LoginLimiter(store, settings(login_account_rate=3))
+    for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+        await limiter.record_failure(ip, "ann@example.com")
+    with pytest.raises(RateLimited):
+        await limiter.check("198.51.100.4", "ann@example.com")
 
 
 async def test_login_checks_and_successes_consume_nothing(store: MemoryBucketStore) -> None:
@@ -378,7 +410,7 @@ async def test_login_buckets_hold_no_email_address(store: MemoryBucketStore) -> 
     limiter = LoginLimiter(store, settings())
     await limiter.record_failure("198.51.100.7", "ann@example.com")
     held = [key for lane in store._lanes.values() for key in lane]
-    assert len(held) == 2
+    assert len(held) == 3
     assert not any("ann" in key for key in held)
 
 
@@ -388,10 +420,10 @@ async def test_the_login_limit_holds_in_production_even_with_rate_limits_off(
     limiter = LoginLimiter(store, settings(app_env="production", rate_limit_enabled=False))
     for _ in range(10):
         await limiter.record_failure("198.51.100.7", "ann@example.com")
-    before = refusals("login_account", "remote")
+    before = refusals("login_pair", "remote")
     with pytest.raises(RateLimited):
         await limiter.check("198.51.100.7", "ann@example.com")
-    assert refusals("login_account", "remote") == before + 1
+    assert refusals("login_pair", "remote") == before + 1
 
 
 async def test_tests_and_development_may_turn_the_login_limit_off(

@@ -10,7 +10,9 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from huddle import ops
 from huddle.api import errors
-from huddle.api.middleware import RequestContext
+from huddle.api.apidocs import mount_docs
+from huddle.api.middleware import BodyLimit, RequestContext
+from huddle.api.openapi import finish_schema
 from huddle.api.routes import auth, events, tasks, teams, users
 from huddle.config import Settings
 from huddle.runtime import Runtime
@@ -44,9 +46,20 @@ def create_api(
         title="Huddle",
         version="0.1.0",
         summary="Team collaboration backend: users, teams, tasks, live events.",
+        description=(
+            'Every error answers `{"error": {code, message, details?}}` (the `Error` '
+            "schema) with the statuses each operation lists. Log in with "
+            "`POST /api/auth/login` (or **Authorize** here) and send the access token as "
+            "`Authorization: Bearer <token>`. Lists are pages: pass `nextCursor` back "
+            "as `?cursor=` until it is null. Ids, versions and flags are JSON integer "
+            'and boolean literals: `1`, not `"1"`, `1.0` or `true`.'
+        ),
         lifespan=lifespan,
+        docs_url=None,  # mount_docs: Swagger UI from Huddle's own assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.openapi = lambda: finish_schema(app)  # type: ignore[method-assign]
     errors.install(app)
     for router in (
         auth.router,
@@ -57,10 +70,13 @@ def create_api(
         ops.router,
     ):
         app.include_router(router)
+    mount_docs(app)
     if settings.bench_endpoints:
         from huddle.api.routes import bench
 
         app.include_router(bench.router)
+    # Inside CORS, so that a browser can read the 413.
+    app.add_middleware(BodyLimit, max_body=settings.max_body)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin,

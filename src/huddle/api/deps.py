@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import OAuth2PasswordBearer
 
 from huddle.db.models import User
 from huddle.errors import TokenMissing
 from huddle.runtime import Runtime
 from huddle.security.client_ip import ClientAddress, client_address, client_ip
-from huddle.services.access import Actor
+from huddle.services.access import CURSOR_PATTERN, Actor
 
-_bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login")
+# An OAuth2 password flow, so that /docs can log in with an email and password; the
+# token is sent as `Authorization: Bearer <access token>` either way.
+_bearer = OAuth2PasswordBearer(
+    tokenUrl="/api/auth/login",
+    auto_error=False,
+    description="An access token from `POST /api/auth/login` (the email goes as `username`).",
+)
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -26,11 +32,11 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 async def get_current_user(
     runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    token: Annotated[str | None, Depends(_bearer)],
 ) -> User:
-    if credentials is None or not credentials.credentials:
+    if not token:
         raise TokenMissing()
-    return await runtime.auth.authenticate(credentials.credentials)
+    return await runtime.auth.authenticate(token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -56,5 +62,12 @@ async def get_client_address(request: Request, runtime: RuntimeDep) -> ClientAdd
 
 ClientAddr = Annotated[ClientAddress, Depends(get_client_address)]
 
-Cursor = Annotated[str | None, Query(max_length=64, description="nextCursor of the previous page")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        pattern=CURSOR_PATTERN,
+        max_length=10,
+        description="`nextCursor` of the previous page (leave out for the first page)",
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from huddle.errors import DatabaseUnavailable, HuddleError, RateLimited
+from huddle.errors import DatabaseUnavailable, HuddleError, RateLimited, ValidationFailed
 from huddle.logging import get_logger
 from huddle.services.unit import is_unavailable
 
@@ -24,6 +24,19 @@ _STATUS_CODES = {
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+
+
+# FastAPI answers a JSON body its parser gave up on (nested too deeply: RecursionError)
+# with this 400; it is the same mistake as malformed JSON, which is a 422.
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+UNREADABLE_BODY = ValidationFailed(
+    "The body is not valid JSON (or is nested too deeply).",
+    details=[{"loc": ["body"], "msg": "unreadable JSON", "type": "json_invalid"}],
+)
+
+
+def _unreadable_body(exc: StarletteHTTPException) -> bool:
+    return exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR
 
 
 def error_response(exc: HuddleError) -> JSONResponse:
@@ -61,6 +74,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if _unreadable_body(exc):
+            return JSONResponse({"error": UNREADABLE_BODY.to_dict()}, status_code=422)
         code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return JSONResponse(

@@ -54,6 +54,9 @@ class Envelope:
 
 # Control message types: not in the event log, never replayed.
 SESSIONS_REVOKED = "sessions_revoked"
+"""`{userId, revokedAt}`: every token of the user issued before `revokedAt` is revoked."""
+FAMILY_REVOKED = "family_revoked"
+"""`{userId, familyId, revokedAt}`: every token of one refresh family (one login) is revoked."""
 PRESENCE_CHANGED = "presence_changed"
 """`{userId, online, teamIds}`: a cluster-wide presence transition; written by the
 Redis presence store's scripts, emitted by every gateway as one `presence_changed`

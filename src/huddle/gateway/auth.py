@@ -34,12 +34,10 @@ from huddle.gateway.replay import synchronize
 from huddle.gateway.session import SocketSession, State
 from huddle.gateway.sources.base import UserDataSource
 from huddle.logging import get_logger, log_enabled
+from huddle.security.revocation import Revocations
 from huddle.security.tokens import Claims, TokenService
 
 log = get_logger("huddle.gateway.auth")
-
-REVOCATION_MEMORY = 86_400.0
-"""Seconds a `sessions_revoked` is remembered beyond the access-token lifetime."""
 
 
 class Reported(Exception):
@@ -59,14 +57,16 @@ class Authenticator:
         tokens: TokenService,
         source: UserDataSource,
         relay: EventRelay,
+        revocations: Revocations | None = None,
     ) -> None:
         self._hub = hub
         self._settings = settings
         self._tokens = tokens
         self._source = source
         self._relay = relay
-        # user id -> when their sessions were revoked (tokens issued before are refused)
-        self._revoked: dict[int, float] = {}
+        # Revoked users and families: the Runtime's under `huddle serve` (shared with
+        # REST), this gateway's own, fed by the bus, under `huddle gateway`.
+        self._revocations = revocations if revocations is not None else Revocations(settings)
 
     def await_token(self, session: SocketSession, last_event_id: int | None) -> None:
         """A socket without a token: AUTH_TIMEOUT to send one (`authenticate`)."""
@@ -145,6 +145,7 @@ class Authenticator:
         session.token = token
         session.claims = claims
         session.issued_at = claims.issued_at
+        session.family_id = claims.family_id
         session.expires_at = claims.expires_at
         session.user = data.user
         session.degraded = data.degraded
@@ -183,8 +184,7 @@ class Authenticator:
 
     async def _check_admissible(self, session: SocketSession, claims: Claims) -> None:
         """Revoked tokens and the per-user socket limit, checked without I/O."""
-        revoked_at = self._revoked.get(claims.user_id)
-        if revoked_at is not None and claims.issued_at < revoked_at:
+        if self._revocations.revoked(claims):
             await self.fail(session, TokenRevoked())
         limit = self._settings.max_connections_per_user
         if self._hub.sessions.authenticated_count(claims.user_id, besides=session) >= limit:
@@ -271,14 +271,16 @@ class Authenticator:
 
     async def on_sessions_revoked(self, user_id: int, revoked_at: float) -> None:
         """A user logged out everywhere: their sockets holding older tokens go, now."""
-        now = time.time()
-        horizon = now - self._settings.jwt_access_ttl - REVOCATION_MEMORY
-        for known, at in list(self._revoked.items()):
-            if at < horizon:
-                del self._revoked[known]
-        self._revoked[user_id] = max(revoked_at, self._revoked.get(user_id, 0.0))
+        self._revocations.revoke_user(user_id, revoked_at)
         for session in self._hub.sessions.of_user(user_id):
             if not session.closed and session.issued_at < revoked_at:
+                await self._hub.reject(session, TokenRevoked())
+
+    async def on_family_revoked(self, user_id: int, family_id: str, revoked_at: float) -> None:
+        """A login was logged out, or its refresh token reused: its sockets go, now."""
+        self._revocations.revoke_family(family_id, user_id, revoked_at)
+        for session in self._hub.sessions.of_user(user_id):
+            if not session.closed and session.family_id == family_id:
                 await self._hub.reject(session, TokenRevoked())
 
     async def refresh(self, session: SocketSession, request: RefreshRequest) -> dict[str, Any]:
@@ -290,6 +292,9 @@ class Authenticator:
         refresh_token: str | None = None
         expires_in: int | None = None
         if request.kind == "refresh":
+            # A reuse revokes this socket's own family while it rotates: it is told
+            # REFRESH_TOKEN_REUSED below, not TOKEN_REVOKED by `on_family_revoked`.
+            session.family_id = None
             try:
                 rotated = await self._source.rotate(request.value)
             except AuthError as exc:

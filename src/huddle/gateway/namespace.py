@@ -47,6 +47,7 @@ from huddle.logging import get_logger, log_enabled
 from huddle.metrics import CONNECTION_OUTCOMES, SOCKETS_OPEN
 from huddle.security.client_ip import LoopbackProxyWarning, client_address, peer_ip
 from huddle.security.ratelimit import ConnectionLimiter, SocketEventLimiter
+from huddle.security.revocation import Revocations
 from huddle.security.tokens import TokenService
 
 log = get_logger("huddle.gateway")
@@ -66,14 +67,17 @@ class GatewayNamespace:
         tokens: TokenService,
         source: UserDataSource,
         limiter: ConnectionLimiter,
+        revocations: Revocations | None = None,
     ) -> None:
         self.hub = hub
         self.settings = settings
         self.tokens = tokens
         self.source = source
         self.limiter = limiter
-        self.relay = EventRelay(hub, source, self._sessions_revoked)
-        self.auth = Authenticator(hub, settings, tokens=tokens, source=source, relay=self.relay)
+        self.relay = EventRelay(hub, source, self._sessions_revoked, self._family_revoked)
+        self.auth = Authenticator(
+            hub, settings, tokens=tokens, source=source, relay=self.relay, revocations=revocations
+        )
         self.shutting_down = False
         self._sio: Any = None  # the server `register` wired this namespace into
         self._proxy_warning = LoopbackProxyWarning(settings)
@@ -227,6 +231,9 @@ class GatewayNamespace:
 
     async def _sessions_revoked(self, user_id: int, revoked_at: float) -> None:
         await self.auth.on_sessions_revoked(user_id, revoked_at)
+
+    async def _family_revoked(self, user_id: int, family_id: str, revoked_at: float) -> None:
+        await self.auth.on_family_revoked(user_id, family_id, revoked_at)
 
     # --- client events -----------------------------------------------------
 

@@ -39,6 +39,7 @@ from huddle.gateway.sources.base import UserDataSource
 from huddle.logging import get_logger
 from huddle.security.buckets import BucketStore
 from huddle.security.ratelimit import ConnectionLimiter
+from huddle.security.revocation import Revocations
 from huddle.security.tokens import TokenService
 
 log = get_logger("huddle.gateway")
@@ -234,6 +235,7 @@ class Gateway:
         tokens: TokenService,
         source: UserDataSource,
         buckets: BucketStore,
+        revocations: Revocations | None = None,
     ) -> None:
         """Serve from `bus` (whose head is the newest event id this gateway starts from)."""
         self.source = source
@@ -245,6 +247,7 @@ class Gateway:
             tokens=tokens,
             source=source,
             limiter=ConnectionLimiter(buckets, self.settings),
+            revocations=revocations,
         )
         namespace.relay.head = bus.head or 0
         namespace.register(self.sio)

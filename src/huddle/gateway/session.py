@@ -57,6 +57,8 @@ class SocketSession:
     token: str | None = field(default=None, repr=False)
     claims: Claims | None = None
     issued_at: float = 0.0
+    family_id: str | None = None
+    """The refresh family of the access token (its `fam`): revoking it closes the socket."""
     expires_at: float = 0.0
     team_ids: set[int] = field(default_factory=set)
     degraded: bool = False

@@ -2,7 +2,8 @@
 
     ConnectionLimiter   per client IP, before any backend call; expired-token
                         attempts have their own bucket and never touch the normal one
-    LoginLimiter        failed logins per IP and per account (REST login)
+    LoginLimiter        failed logins (and password changes) per IP and account pair,
+                        per IP, and per account from all IPs
     SocketEventLimiter  one per socket, in process; says when a socket keeps flooding
 
 The first two keep their buckets in a `BucketStore` (`buckets.py`): memory by
@@ -52,7 +53,14 @@ __all__ = [
 
 log = get_logger("huddle.ratelimit")
 
-LIMITS = ("connection", "expired_token", "login_ip", "login_account", "socket_event")
+LIMITS = (
+    "connection",
+    "expired_token",
+    "login_pair",
+    "login_ip",
+    "login_account",
+    "socket_event",
+)
 SCOPES = ("localhost", "remote")
 
 REFUSALS = Counter(
@@ -130,24 +138,35 @@ class ConnectionLimiter:
 
 
 class LoginLimiter:
-    """`LOGIN_RATE` failed logins per `LOGIN_WINDOW`, per client IP and per account.
+    """Failed logins per `LOGIN_WINDOW` (SPEC §5), in three buckets:
 
-    Each is a bucket of `login_rate` that refills one every
-    `login_window / login_rate` (90 s by default). Only failures consume, so
-    colleagues behind one NAT who type their passwords right are never held
-    back. Attempts running concurrently all pass `check` before any of them
-    fails, so a burst can overshoot by the number in flight; password hashing
-    keeps that number small.
+    - `login_pair`: one client IP guessing one account, `LOGIN_RATE` (10);
+    - `login_ip`: one client IP, whatever the accounts, `LOGIN_RATE` (10);
+    - `login_account`: one account from every IP together, `LOGIN_ACCOUNT_RATE`
+      (100), so that a stranger's ten wrong guesses lock the stranger out, not
+      the owner signing in from elsewhere, while a guesser spread over many
+      addresses is still stopped.
+
+    Each is a token bucket that refills one every `window / capacity` (90 s for
+    10 per 15 minutes, 9 s for 100). Only failures consume, so colleagues behind
+    one NAT who type their passwords right are never held back. Attempts running
+    concurrently all pass `check` before any of them fails, so a burst can
+    overshoot by the number in flight; password hashing keeps that number small.
+    The password-change route counts as a login for the caller's own account.
     """
 
     def __init__(self, store: BucketStore, settings: Settings) -> None:
         self._store = store
-        self._capacity = settings.login_rate
-        self._refill_ms = math.ceil(settings.login_window * 1000 / settings.login_rate)
+        window_ms = settings.login_window * 1000
+        self._per_ip = (settings.login_rate, math.ceil(window_ms / settings.login_rate))
+        self._per_account = (
+            settings.login_account_rate,
+            math.ceil(window_ms / settings.login_account_rate),
+        )
         self._enabled = settings.rate_limit_enabled or settings.is_production
 
     async def check(self, ip: str, email: str) -> None:
-        """Raise `RateLimited` when `ip` or the account is out of attempts; consumes nothing.
+        """Raise `RateLimited` when any of the three buckets is empty; consumes nothing.
 
         Call it before verifying the password, so a locked-out guesser learns
         nothing even from a right guess.
@@ -155,8 +174,8 @@ class LoginLimiter:
         if not self._enabled:
             return
         wait = 0
-        for limit, key in self._buckets(ip, email):
-            decision = await self._store.peek(key, self._capacity, self._refill_ms)
+        for limit, key, (capacity, refill_ms) in self._buckets(ip, email):
+            decision = await self._store.peek(key, capacity, refill_ms)
             if not decision.allowed:
                 _refused(limit, is_loopback(ip))
                 wait = max(wait, decision.retry_after_ms)
@@ -165,20 +184,21 @@ class LoginLimiter:
             raise RateLimited(wait)
 
     async def record_failure(self, ip: str, email: str) -> None:
-        """Charge a failed login to both `ip` and the account."""
+        """Charge a failed login to the pair, the IP and the account."""
         if not self._enabled:
             return
-        for _, key in self._buckets(ip, email):
-            await self._store.take(key, self._capacity, self._refill_ms)
+        for _, key, (capacity, refill_ms) in self._buckets(ip, email):
+            await self._store.take(key, capacity, refill_ms)
 
-    @staticmethod
-    def _buckets(ip: str, email: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    def _buckets(self, ip: str, email: str) -> list[tuple[str, str, tuple[int, int]]]:
         # Hashed, so Redis key listings and memory dumps hold no addresses.
         account = hashlib.blake2b(email.strip().lower().encode(), digest_size=16).hexdigest()
-        return (
-            ("login_ip", f"login_ip:{rate_key(ip)}"),
-            ("login_account", f"login_account:{account}"),
-        )
+        client = rate_key(ip)
+        return [
+            ("login_pair", f"login_pair:{client}:{account}", self._per_ip),
+            ("login_ip", f"login_ip:{client}", self._per_ip),
+            ("login_account", f"login_account:{account}", self._per_account),
+        ]
 
 
 class SocketEventLimiter:

@@ -1,8 +1,9 @@
 """Issue and verify JWTs. The algorithm is pinned by settings, never read from a token.
 
-Access tokens: `sub` (user id), `type: "access"`, `iat`, `exp`, `jti`, and
+Access tokens: `sub` (user id), `type: "access"`, `iat`, `exp`, `jti`, `fam`
+(the family id of the login they come from, when they come from one), and
 `iss`/`aud` when configured. Refresh tokens: the same with `type: "refresh"`
-and `fam` (the family id of their login). `iat` carries milliseconds, so a
+and `fam` always. `iat` carries milliseconds, so a
 token minted in the same second as a "logout everywhere" is told apart.
 
 Each token is verified once, where it enters (a REST request's dependency, a
@@ -32,6 +33,9 @@ from huddle.errors import (
     TokenExpired,
     TokenInvalid,
 )
+
+MAX_USER_ID = 2**31 - 1
+"""User ids are 1..MAX_USER_ID (INTEGER on PostgreSQL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +74,11 @@ class TokenService:
     def access_ttl(self) -> int:
         return self._settings.jwt_access_ttl
 
-    def issue_access(self, user_id: int, *, ttl: int | None = None) -> IssuedToken:
-        return self._issue(user_id, "access", ttl or self._settings.jwt_access_ttl, None)
+    def issue_access(
+        self, user_id: int, *, ttl: int | None = None, family_id: str | None = None
+    ) -> IssuedToken:
+        """An access token; `family_id`: the refresh family it was issued with (its `fam`)."""
+        return self._issue(user_id, "access", ttl or self._settings.jwt_access_ttl, family_id)
 
     def issue_refresh(self, user_id: int, family_id: str) -> IssuedToken:
         return self._issue(user_id, "refresh", self._settings.jwt_refresh_ttl, family_id)
@@ -141,8 +148,10 @@ class TokenService:
             exp = int(payload["exp"])  # PyJWT checked that this works
         except (TypeError, ValueError, OverflowError):
             raise invalid() from None
+        if not 1 <= user_id <= MAX_USER_ID:  # no such user; the database takes no larger ids
+            raise invalid()
         family = payload.get("fam")
-        if kind == "refresh" and not isinstance(family, str):
+        if (kind == "refresh" or family is not None) and not isinstance(family, str):
             raise invalid()
         jti = payload.get("jti")
         claims = Claims(user_id, issued_at, expires_at, jti if isinstance(jti, str) else "", family)

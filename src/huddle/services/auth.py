@@ -2,7 +2,10 @@
 
 Refresh tokens rotate: each is redeemed once, by an UPDATE that only succeeds
 while the row is unused and unrevoked, so two concurrent redemptions cannot
-both win. A token presented again after use revokes its whole family.
+both win. A token presented again after use revokes its whole family, unless
+it comes within REFRESH_REUSE_GRACE seconds of its own rotation (SPEC §3):
+two tabs that refresh at the same moment both stay signed in, each with a
+pair of the same family.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ from huddle.errors import (
     TokenInvalid,
     TokenRevoked,
 )
-from huddle.events.envelope import SESSIONS_REVOKED, Envelope
 from huddle.logging import get_logger
 from huddle.security.passwords import Passwords
+from huddle.security.revocation import (
+    Revocations,
+    family_revoked_message,
+    user_revoked_message,
+)
 from huddle.security.tokens import Claims, TokenService
 from huddle.services.unit import Database
 
@@ -59,10 +66,20 @@ class Session:
 
 
 class AuthService:
-    def __init__(self, db: Database, tokens: TokenService, passwords: Passwords) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tokens: TokenService,
+        passwords: Passwords,
+        *,
+        revocations: Revocations,
+        reuse_grace: float = 10.0,
+    ) -> None:
         self._db = db
         self._tokens = tokens
         self._passwords = passwords
+        self._revocations = revocations
+        self._reuse_grace = reuse_grace
         # user id -> (loaded at, row). Every authenticated request needs the user's
         # row (active? sessions revoked?); a short-lived copy saves a database round
         # trip per request. Revocation drops the entry here at once and on every
@@ -115,7 +132,14 @@ class AuthService:
         return issued
 
     async def refresh(self, refresh_token: str) -> Session:
-        """Redeem a refresh token once for a new pair in the same family."""
+        """Redeem a refresh token once for a new pair in the same family.
+
+        Presented again within the reuse grace of its rotation, the token gets
+        another pair of the family (the other tab's); after it, the family is
+        revoked and REFRESH_TOKEN_REUSED raised. The losing UPDATE of a
+        concurrent redemption waits for the winner's row lock (PostgreSQL) or
+        the write lock (SQLite), so it always sees the winner's `used_at`.
+        """
         claims = self._tokens.verify_refresh(refresh_token)
         now = utcnow()
         async with self._db.unit() as unit:
@@ -133,13 +157,22 @@ class AuthService:
                 )
                 .values(used_at=now)
             )
+            reused = False
             if getattr(redeemed, "rowcount", 0) != 1:
-                await unit.session.refresh(row)
-                if row.used_at is None:
+                # Locked until this transaction ends: a concurrent revocation of the
+                # family waits for the grace pair to be written, or wins first.
+                row = await unit.session.scalar(
+                    select(RefreshToken)
+                    .where(RefreshToken.id == row.id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+                if row is None or row.used_at is None:
                     raise RefreshTokenInvalid()  # revoked, never used
-                reused = True
-            else:
-                reused = False
+                reused = not self._within_grace(row, now)
+                if not reused:
+                    log.info("refresh_token_grace", user_id=row.user_id, family=row.family_id)
+            if not reused:
                 if _aware(row.expires_at) <= now:
                     raise RefreshTokenExpired()
                 user = await unit.session.get(User, row.user_id)
@@ -149,17 +182,23 @@ class AuthService:
                     raise RefreshTokenInvalid()
                 issued = await self._issue(unit.session, row.user_id, row.family_id, row.id)
         if reused:
-            await self._revoke_family(row.family_id)
+            await self._revoke_family(row.family_id, row.user_id)
             log.warning("refresh_token_reused", user_id=row.user_id, family=row.family_id)
             raise RefreshTokenReused()
         return issued
+
+    def _within_grace(self, row: RefreshToken, now: datetime) -> bool:
+        """A used, unrevoked token presented again less than the grace after its rotation."""
+        if row.revoked_at is not None or row.used_at is None:
+            return False
+        return (now - _aware(row.used_at)).total_seconds() < self._reuse_grace
 
     async def logout(self, refresh_token: str) -> None:
         """Revoke the family of this refresh token (idempotent for a known token)."""
         claims = self._tokens.verify_refresh(refresh_token)
         if claims.family_id is None:
             raise RefreshTokenInvalid()
-        await self._revoke_family(claims.family_id)
+        await self._revoke_family(claims.family_id, claims.user_id)
 
     async def logout_all(self, user_id: int) -> None:
         """Revoke every session of the user: all families, and every earlier access token."""
@@ -177,16 +216,9 @@ class AuthService:
                 .values(revoked_at=now)
             )
         self.forget(user_id)
-        # Not a team event: tells every gateway to drop the user's sockets now.
-        await self._db.bus.publish(
-            [
-                Envelope(
-                    type=SESSIONS_REVOKED,
-                    payload={"userId": user_id, "revokedAt": now.timestamp()},
-                    subject_user_id=user_id,
-                )
-            ]
-        )
+        self._revocations.revoke_user(user_id, now.timestamp())
+        # Not a team event: tells every other process, and every gateway, at once.
+        await self._db.bus.publish([user_revoked_message(user_id, now.timestamp())])
         log.info("sessions_revoked", user_id=user_id)
 
     async def change_password(self, user_id: int, current: str, new: str) -> None:
@@ -212,7 +244,7 @@ class AuthService:
         Raises as `user_for_claims` does for a cached row.
         """
         user = self._cached_user(claims.user_id)
-        return None if user is None else _admissible(user, claims)
+        return None if user is None else self._admissible(user, claims)
 
     async def user_for_claims(self, claims: Claims) -> User:
         user = self._cached_user(claims.user_id)
@@ -221,20 +253,32 @@ class AuthService:
                 user = await session.get(User, claims.user_id)
             if user is not None:
                 self._remember(user)
-        return _admissible(user, claims)
+        return self._admissible(user, claims)
 
-    async def _revoke_family(self, family_id: str) -> None:
+    def _admissible(self, user: User | None, claims: Claims) -> User:
+        """The user a token's claims stand for, or TOKEN_INVALID / TOKEN_REVOKED."""
+        admitted = _admissible(user, claims)
+        if self._revocations.revoked(claims):  # its family, or (from the bus) its user
+            raise TokenRevoked()
+        return admitted
+
+    async def _revoke_family(self, family_id: str, user_id: int) -> None:
+        """Revoke a family's refresh tokens, and its access tokens here and everywhere, now."""
+        now = utcnow()
         async with self._db.unit() as unit:
             await unit.session.execute(
                 update(RefreshToken)
                 .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-                .values(revoked_at=func.coalesce(RefreshToken.revoked_at, utcnow()))
+                .values(revoked_at=func.coalesce(RefreshToken.revoked_at, now))
             )
+        self._revocations.revoke_family(family_id, user_id, now.timestamp())
+        await self._db.bus.publish([family_revoked_message(family_id, user_id, now.timestamp())])
+        log.info("family_revoked", user_id=user_id, family=family_id)
 
     async def _issue(
         self, session: AsyncSession, user_id: int, family: str, parent: int | None
     ) -> Session:
-        access = self._tokens.issue_access(user_id)
+        access = self._tokens.issue_access(user_id, family_id=family)
         refresh = self._tokens.issue_refresh(user_id, family)
         session.add(
             RefreshToken(
@@ -247,6 +291,34 @@ class AuthService:
             )
         )
         return Session(access.token, refresh.token, self._tokens.access_ttl, access.claims)
+
+
+async def load_revocations(revocations: Revocations, db: Database) -> int:
+    """Fill `revocations` with what the database says was revoked within its memory
+    (users' `sessions_revoked_at`, revoked refresh families); returns how many."""
+    since = datetime.fromtimestamp(time.time() - revocations.memory, UTC)
+    async with db.read() as session:
+        users = (
+            await session.execute(
+                select(User.id, User.sessions_revoked_at).where(User.sessions_revoked_at > since)
+            )
+        ).all()
+        families = (
+            await session.execute(
+                select(
+                    RefreshToken.family_id, RefreshToken.user_id, func.max(RefreshToken.revoked_at)
+                )
+                .where(RefreshToken.revoked_at > since)
+                .group_by(RefreshToken.family_id, RefreshToken.user_id)
+            )
+        ).all()
+    for user_id, at in users:
+        if at is not None:
+            revocations.revoke_user(user_id, _aware(at).timestamp())
+    for family_id, user_id, at in families:
+        if at is not None:
+            revocations.revoke_family(family_id, user_id, _aware(at).timestamp())
+    return len(users) + len(families)
 
 
 def _admissible(user: User | None, claims: Claims) -> User:

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import ValidationError
 
 from huddle.api.deps import ClientIP, CurrentUser, RuntimeDep
+from huddle.api.errors import UNREADABLE_BODY
+from huddle.api.openapi import errors
 from huddle.errors import InvalidCredentials, ValidationFailed
 from huddle.schemas import (
     LoginIn,
@@ -45,12 +47,18 @@ async def _login_body(request: Request) -> LoginIn:
             {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
         ]
         raise ValidationFailed(details=details) from None
-    except ValueError:
-        raise ValidationFailed("The body is not valid JSON.") from None
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
+        raise ValidationFailed(UNREADABLE_BODY.message, details=UNREADABLE_BODY.details) from None
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=errors(409, 422),
+)
 async def register(body: RegisterIn, runtime: RuntimeDep) -> UserOut:
+    """Create an account. The email is compared case-insensitively (409 `EMAIL_TAKEN`)."""
     user = await runtime.auth.register(str(body.email), body.password, body.name)
     return UserOut.model_validate(user)
 
@@ -58,6 +66,7 @@ async def register(body: RegisterIn, runtime: RuntimeDep) -> UserOut:
 @router.post(
     "/login",
     response_model=TokenPair,
+    responses=errors(401, 422, 429),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -78,6 +87,11 @@ async def register(body: RegisterIn, runtime: RuntimeDep) -> UserOut:
     },
 )
 async def login(request: Request, runtime: RuntimeDep, ip: ClientIP) -> TokenPair:
+    """Log in with JSON `{email, password}` or the OAuth2 password form (`username`).
+
+    A wrong email or password answers 401 `INVALID_CREDENTIALS`; failures are
+    limited per address and account (429 `RATE_LIMITED`, SPEC §5).
+    """
     body = await _login_body(request)
     limiter = runtime.login_limiter
     await limiter.check(ip, body.email)
@@ -89,28 +103,44 @@ async def login(request: Request, runtime: RuntimeDep, ip: ClientIP) -> TokenPai
     return _pair(session)
 
 
-@router.post("/refresh", response_model=TokenPair)
+@router.post("/refresh", response_model=TokenPair, responses=errors(401, 422))
 async def refresh(body: RefreshIn, runtime: RuntimeDep) -> TokenPair:
+    """Redeem a refresh token once for a new pair of the same family.
+
+    A token presented again after REFRESH_REUSE_GRACE revokes its family
+    (401 `REFRESH_TOKEN_REUSED`); within it, it gets another pair.
+    """
     return _pair(await runtime.auth.refresh(body.refresh_token))
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 422))
 async def logout(body: RefreshIn, runtime: RuntimeDep) -> Response:
+    """Revoke the refresh token's family; its access tokens stop working at once."""
     await runtime.auth.logout(body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401))
 async def logout_all(user: CurrentUser, runtime: RuntimeDep) -> Response:
     """Revoke every session of the caller: refresh families and earlier access tokens."""
     await runtime.auth.logout_all(user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 422, 429))
 async def change_password(
-    body: PasswordChangeIn, user: CurrentUser, runtime: RuntimeDep
+    body: PasswordChangeIn, user: CurrentUser, runtime: RuntimeDep, ip: ClientIP
 ) -> Response:
-    """Change the password; every existing session is revoked (log in again)."""
-    await runtime.auth.change_password(user.id, body.current_password, body.new_password)
+    """Change the password; every existing session is revoked (log in again).
+
+    A wrong current password counts as a failed login for the account (SPEC §5):
+    a stolen access token must not become a way around the login limit.
+    """
+    limiter = runtime.login_limiter
+    await limiter.check(ip, user.email)
+    try:
+        await runtime.auth.change_password(user.id, body.current_password, body.new_password)
+    except InvalidCredentials:
+        await limiter.record_failure(ip, user.email)
+        raise
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from huddle.api.deps import CurrentActor, RuntimeDep
+from huddle.api.openapi import errors
 from huddle.events.items import MAX_PAGE, event_item
 from huddle.services.events import EventService
 
@@ -28,7 +29,7 @@ class EventsPage(BaseModel):
     lastEventId: int
 
 
-@router.get("", response_model=EventsPage)
+@router.get("", response_model=EventsPage, responses=errors(401, 422))
 async def missed_events(
     actor: CurrentActor,
     runtime: RuntimeDep,

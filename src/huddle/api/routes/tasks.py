@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from huddle.api.deps import CurrentActor, Cursor, Limit, RuntimeDep
+from huddle.api.openapi import errors
 from huddle.errors import ValidationFailed
 from huddle.schemas import Page, Status, TaskIn, TaskOut, TaskPatch
 
@@ -14,9 +15,13 @@ router = APIRouter(tags=["tasks"])
 
 TeamId = Annotated[int, Path(alias="teamId", ge=1, le=2**31 - 1)]
 TaskId = Annotated[int, Path(alias="taskId", ge=1, le=2**31 - 1)]
+IF_MATCH = r'^(W/)?"?[0-9]{1,10}"?$'
+"""An entity tag holding the task's version: `3`, `"3"` or `W/"3"`."""
 
 
-@router.get("/api/teams/{teamId}/tasks", response_model=Page[TaskOut])
+@router.get(
+    "/api/teams/{teamId}/tasks", response_model=Page[TaskOut], responses=errors(401, 404, 422)
+)
 async def team_tasks(
     team_id: TeamId,
     actor: CurrentActor,
@@ -26,6 +31,7 @@ async def team_tasks(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Page[TaskOut]:
+    """A team's tasks by id, optionally only one `status` or one assignee."""
     items, next_cursor = await runtime.tasks.list_team(
         actor,
         team_id,
@@ -38,31 +44,44 @@ async def team_tasks(
 
 
 @router.post(
-    "/api/teams/{teamId}/tasks", status_code=status.HTTP_201_CREATED, response_model=TaskOut
+    "/api/teams/{teamId}/tasks",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskOut,
+    responses=errors(401, 404, 422),
 )
 async def create_task(
     team_id: TeamId, body: TaskIn, actor: CurrentActor, runtime: RuntimeDep
 ) -> TaskOut:
+    """Create a task in a team the caller belongs to; the assignee must be a member (422)."""
     fields = body.model_dump()
     fields["status"] = body.status.value
     fields["priority"] = body.priority.value
     return await runtime.tasks.create(actor, team_id, fields)
 
 
-@router.get("/api/tasks/{taskId}", response_model=TaskOut)
+@router.get("/api/tasks/{taskId}", response_model=TaskOut, responses=errors(401, 404, 422))
 async def get_task(task_id: TaskId, actor: CurrentActor, runtime: RuntimeDep) -> TaskOut:
+    """A task of a team the caller belongs to (404 for any other)."""
     return await runtime.tasks.get(actor, task_id)
 
 
-@router.patch("/api/tasks/{taskId}", response_model=TaskOut)
+@router.patch("/api/tasks/{taskId}", response_model=TaskOut, responses=errors(401, 404, 409, 422))
 async def update_task(
     task_id: TaskId,
     body: TaskPatch,
     actor: CurrentActor,
     runtime: RuntimeDep,
-    if_match: Annotated[str | None, Header(max_length=32)] = None,
+    if_match: Annotated[
+        str | None,
+        Header(
+            pattern=IF_MATCH,
+            max_length=32,
+            description='the task\'s `version` (alternative to the body field), e.g. `"3"`',
+        ),
+    ] = None,
 ) -> TaskOut:
-    """Edit any field. Send the `version` you edited (body or `If-Match`) to detect conflicts."""
+    """Edit any field. Send the `version` you edited (body or `If-Match`) to detect conflicts:
+    a stale one answers 409 `VERSION_CONFLICT` with the current task in `details.current`."""
     version = body.version
     if version is None and if_match is not None:
         try:
@@ -83,7 +102,12 @@ async def update_task(
     return await runtime.tasks.update(actor, task_id, fields, version)
 
 
-@router.delete("/api/tasks/{taskId}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/api/tasks/{taskId}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(401, 403, 404, 422),
+)
 async def delete_task(task_id: TaskId, actor: CurrentActor, runtime: RuntimeDep) -> Response:
+    """Delete a task: its creator, the team's owners and admins."""
     await runtime.tasks.delete(actor, task_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

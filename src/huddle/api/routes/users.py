@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from huddle.api.deps import CurrentActor, CurrentUser, Cursor, Limit, RuntimeDep
+from huddle.api.openapi import errors
 from huddle.errors import NotFound
 from huddle.runtime import Runtime
 from huddle.schemas import Page, TaskOut, TeamOut, UserOut
@@ -17,12 +18,13 @@ router = APIRouter(prefix="/api/users", tags=["users"])
 UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-@router.get("/me", response_model=UserOut)
+@router.get("/me", response_model=UserOut, responses=errors(401))
 async def me(user: CurrentUser) -> UserOut:
+    """The caller's own account."""
     return UserOut.model_validate(user)
 
 
-@router.get("/{userId}/teams", response_model=Page[TeamOut])
+@router.get("/{userId}/teams", response_model=Page[TeamOut], responses=errors(401, 403, 404, 422))
 async def user_teams(
     userId: UserId,
     actor: CurrentActor,
@@ -30,12 +32,13 @@ async def user_teams(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Page[TeamOut]:
+    """The teams a user belongs to, with their role: the user themself or an administrator."""
     await _readable(actor, userId, runtime)
     teams, next_cursor = await runtime.teams.teams_of(userId, cursor=cursor, limit=limit)
     return Page[TeamOut](items=teams, nextCursor=next_cursor)
 
 
-@router.get("/{userId}/tasks", response_model=Page[TaskOut])
+@router.get("/{userId}/tasks", response_model=Page[TaskOut], responses=errors(401, 403, 404, 422))
 async def user_tasks(
     userId: UserId,
     actor: CurrentActor,
@@ -43,6 +46,7 @@ async def user_tasks(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Page[TaskOut]:
+    """Tasks assigned to a user in the teams they belong to: the user themself or an admin."""
     await _readable(actor, userId, runtime)
     items, next_cursor = await runtime.tasks.assigned_to(userId, cursor=cursor, limit=limit)
     return Page[TaskOut](items=items, nextCursor=next_cursor)

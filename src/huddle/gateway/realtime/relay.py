@@ -11,8 +11,9 @@ relay is where the source hears of it (`UserDataSource.invalidate`).
 A socket that is syncing (authenticating or replaying) is skipped by every
 room emit and holds the event instead; `apply` later delivers it to that one
 socket with the same rules. Control messages (no event id) are not team
-events: `sessions_revoked` disconnects the user's sockets; `presence_changed`
-(from the Redis presence store) goes to the named teams' rooms here.
+events: `sessions_revoked` and `family_revoked` disconnect the sockets they
+revoke; `presence_changed` (from the Redis presence store) goes to the named
+teams' rooms here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from huddle.events import types
-from huddle.events.envelope import PRESENCE_CHANGED, SESSIONS_REVOKED, Envelope
+from huddle.events.envelope import FAMILY_REVOKED, PRESENCE_CHANGED, SESSIONS_REVOKED, Envelope
 from huddle.events.types import Rooms, StaleData
 from huddle.gateway.realtime.hub import Hub, team_room
 from huddle.gateway.session import SocketSession
@@ -34,13 +35,21 @@ from huddle.metrics import EVENTS_EMITTED_BY_TYPE, FANOUT_LATENCY
 log = get_logger("huddle.gateway.realtime.relay")
 
 RevocationHandler = Callable[[int, float], Awaitable[None]]
+FamilyRevocationHandler = Callable[[int, str, float], Awaitable[None]]
 
 
 class EventRelay:
-    def __init__(self, hub: Hub, source: UserDataSource, on_revoked: RevocationHandler) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        source: UserDataSource,
+        on_revoked: RevocationHandler,
+        on_family_revoked: FamilyRevocationHandler | None = None,
+    ) -> None:
         self._hub = hub
         self._source = source
         self._on_revoked = on_revoked
+        self._on_family_revoked = on_family_revoked
         self.head: int | None = None
         """The newest event id handed to the rooms (or known at start)."""
         self.active = True
@@ -127,6 +136,9 @@ class EventRelay:
         if event.type == PRESENCE_CHANGED:
             await self._presence(event)
             return
+        if event.type == FAMILY_REVOKED:
+            await self._family_revoked(event)
+            return
         if event.type != SESSIONS_REVOKED:
             return
         try:
@@ -137,6 +149,19 @@ class EventRelay:
             return
         self._source.invalidate(StaleData(users=frozenset({user_id})))
         await self._on_revoked(user_id, revoked_at)
+
+    async def _family_revoked(self, event: Envelope) -> None:
+        try:
+            user_id = int(event.payload["userId"])
+            family_id = event.payload["familyId"]
+            revoked_at = float(event.payload["revokedAt"])
+        except (KeyError, TypeError, ValueError):
+            family_id = None
+        if not isinstance(family_id, str):
+            log.warning("control_message_malformed", type=event.type)
+            return
+        if self._on_family_revoked is not None:
+            await self._on_family_revoked(user_id, family_id, revoked_at)
 
     async def _presence(self, event: Envelope) -> None:
         try:
