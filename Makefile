@@ -96,8 +96,15 @@ $(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json
 		echo "warning: npm (Node.js) not found: the browser test will skip" >&2; \
 	fi
 
+# The whole suite with the accel modules on (ACCEL=auto, as shipped), then the
+# behaviour suites again on the libraries' own public paths (ACCEL=off): the
+# stock path is a product too. Tests run in TEST_JOBS processes, a file each.
+TEST_JOBS ?= 4
+STOCK_SUITES := tests/api tests/gateway tests/cluster tests/interop
+
 test: install lint node browser-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
+	ACCEL=off $(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile $(STOCK_SUITES)
 
 bench: install
 	$(BIN)/huddle bench

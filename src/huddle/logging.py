@@ -77,6 +77,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(_OneLine())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
@@ -84,6 +85,24 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("engineio", "socketio", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+
+class _OneLine(logging.Filter):
+    """python-engineio and python-socketio log a client's unreadable packet with a
+    traceback ("Unknown receive error"): what a client sent is not a server fault, and
+    a flood of them would fill the log. The line keeps the exception's type, no stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.exc_info
+            and record.exc_info[0] is not None
+            and record.name.startswith(("engineio", "socketio"))
+        ):
+            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, event, func, insert, select
@@ -71,9 +72,14 @@ async def test_a_connection_lost_mid_unit_is_unavailable_and_commits_nothing(
         async with runtime.db.unit() as unit:
             await unit.emit("task_created", team_id=team["id"], actor_id=owner.id, body={})
             raw = await (await unit.session.connection()).get_raw_connection()
-            driver = raw.driver_connection
-            # The inline SQLite driver and asyncpg both drop the connection at once.
-            driver.stop() if hasattr(driver, "stop") else driver.terminate()  # type: ignore[union-attr]
+            driver: Any = raw.driver_connection
+            # Each driver's own way of dropping the connection at once.
+            if type(driver).__module__.startswith("aiosqlite"):
+                await driver.close()  # the stock path (ACCEL=off): aiosqlite's thread ends
+            elif hasattr(driver, "stop"):
+                driver.stop()  # the SQLAlchemy accel module's inline SQLite
+            else:
+                driver.terminate()  # asyncpg
             await unit.emit("task_updated", team_id=team["id"], actor_id=owner.id, body={})
     assert [e.type for e in await _events(runtime, team["id"])] == ["member_added"]
     async with runtime.db.read() as session:

@@ -89,8 +89,11 @@ class LiveServer:
         role: str = "serve",
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        huddle: Path | None = None,
     ) -> None:
+        """`huddle`: the `huddle` executable to run (another virtualenv's), else this one's."""
         self.data_dir = data_dir
+        self.huddle = huddle
         self.role = role
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -126,7 +129,10 @@ class LiveServer:
             upgrade(self.settings())
         env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
         env.update(self.env)
-        command = [str(HUDDLE)] if HUDDLE.exists() else [sys.executable, "-m", "huddle.cli"]
+        if self.huddle is not None:
+            command = [str(self.huddle)]
+        else:
+            command = [str(HUDDLE)] if HUDDLE.exists() else [sys.executable, "-m", "huddle.cli"]
         with self._log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [*command, self.role],

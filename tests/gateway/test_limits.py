@@ -8,6 +8,7 @@ peer, never a header from an untrusted peer.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -73,16 +74,23 @@ async def test_localhost_gets_a_burst_of_20_then_rate_limited_with_retry_after(
 ) -> None:
     attempts = crowd("127.0.0.21")  # type: ignore[operator]
     spoof = {"X-Forwarded-For": "198.51.100.1"}  # untrusted peer: ignored
-    for n in range(20):
-        name, _ = await attempts.attempt({"token": user.access_token}, spoof)
-        assert name == "authenticated", n
-    name, error = await attempts.attempt({"token": user.access_token}, spoof)
-    assert name == "authentication_error"
+    started = time.monotonic()
+    outcomes: list[str] = []
+    while len(outcomes) < 40:
+        name, error = await attempts.attempt({"token": user.access_token}, spoof)
+        outcomes.append(name)
+        if name != "authenticated":
+            break
+        await attempts.probes[-1].close()  # (MAX_CONNECTIONS_PER_USER is 20 too)
+    # 20 at once; on a slow machine one more per 500 ms that the attempts took.
+    refilled = int((time.monotonic() - started) / 0.5)
+    assert 20 <= outcomes.count("authenticated") <= 20 + refilled, outcomes
+    assert outcomes[-1] == "authentication_error"
     assert (error["code"], error["action"]) == ("RATE_LIMITED", "RETRY")
     retry_after = error["retryAfter"]
     assert isinstance(retry_after, int) and 0 < retry_after <= 500
     await attempts.probes[-1].gone()
-    await attempts.close()  # (MAX_CONNECTIONS_PER_USER is 20 too)
+    await attempts.close()
 
     await asyncio.sleep(retry_after / 1000 + 0.05)  # the bucket refills
     name, answer = await attempts.attempt({"token": user.access_token})
@@ -132,21 +140,36 @@ async def test_a_forwarded_loopback_address_never_gets_localhost_limits(
         assert outcomes == ["authenticated"] * 10 + ["authentication_error"], forwarded_ip
 
 
+@pytest.fixture(scope="module")
+def slow_events(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A low event budget (bursts of 20, then 2 a second), so that what passes and what is
+    refused does not depend on how fast a loaded machine handles the events."""
+    env = {"SOCKET_EVENT_RATE": "2", "SOCKET_EVENT_BURST": "20"}
+    with LiveServer(tmp_path_factory.mktemp("events"), env=env) as server:
+        yield server
+
+
 async def test_a_socket_sending_too_fast_is_answered_then_disconnected_if_it_keeps_on(
-    strict: LiveServer, user: TestUser
+    slow_events: LiveServer,
 ) -> None:
-    probe = SocketProbe(strict.url, source_ip="127.0.0.23")
+    async with httpx.AsyncClient(base_url=slow_events.url) as client:
+        user = await Factory(client).user()
+    probe = SocketProbe(slow_events.url)
     try:
         await probe.connect({"token": user.access_token})
         await probe.next("authenticated")
-        acks = await asyncio.gather(*(probe.call("team_presence", PRESENCE) for _ in range(60)))
+        started = time.monotonic()
+        acks = await asyncio.gather(*(probe.call("team_presence", PRESENCE) for _ in range(35)))
+        elapsed = time.monotonic() - started
         limited = [a for a in acks if a["error"]["code"] != "NOT_FOUND"]
-        assert 0 < len(limited) <= 15  # a burst of 50 passes
+        # The burst of 20 passes, then 2 a second; fewer than 20 refusals: still connected.
+        assert 35 - len(limited) <= 20 + 2 * elapsed + 1, (len(limited), elapsed)
+        assert limited
         assert all(a["error"]["code"] == "RATE_LIMITED" for a in limited)
         assert all(a["error"]["retryAfter"] > 0 for a in limited)
         assert probe.client.connected
         # ... and keeps flooding after being told: SOCKET_EVENT_BURST refusals in a row.
-        await asyncio.gather(*(probe.emit("team_presence", PRESENCE) for _ in range(250)))
+        await asyncio.gather(*(probe.emit("team_presence", PRESENCE) for _ in range(100)))
         error = await probe.next("authentication_error")
         assert (error["code"], error["action"]) == ("RATE_LIMITED", "RETRY")
         await probe.gone()

@@ -74,7 +74,7 @@ class _NoQueue:
 
     Engine.IO code and `FastManager` still ask it whether it is empty or wait
     for it to drain; it always is. (An `asyncio.Queue` per idle socket costs
-    three deques, ~2.3 KB.)
+    three deques.)
     """
 
     __slots__ = ()
@@ -256,8 +256,8 @@ async def translate_request(scope: dict[str, Any], receive: Any, send: Any) -> d
 
     Why not python-engineio's own (`async_drivers.asgi.translate_request`):
     it defines its body-reader class inside the function, so every request —
-    each handshake and each long-poll — builds a new class (~20 µs of CPU and
-    ~1.6 KB held for as long as the session keeps its environ). This one
+    each handshake and each long-poll — builds a new class, held for as long
+    as the session keeps its environ. This one
     gives engine.io and python-socketio the same keys. REMOTE_ADDR is the
     ASGI peer rather than engine.io's fixed `127.0.0.1` (Huddle itself reads
     the client address from `asgi.scope`, see security/client_ip.py).

@@ -59,8 +59,8 @@ class _Room:
     """A room's members, sid -> Engine.IO sid: what python-socketio keeps in a `bidict`.
 
     Why not the `bidict`: every socket has a room of its own and joins a few
-    more, and a `bidict` write costs ~10 µs (it checks and maintains the inverse
-    mapping) and two dicts of memory per room. python-socketio reads rooms
+    more, and a `bidict` write checks and maintains the inverse mapping, with
+    two dicts of memory per room. python-socketio reads rooms
     through the mapping methods below and `_fwdm`, and needs the inverse only
     for the namespace's room of connected sockets (`None`), whose Engine.IO
     sids must be unique (`ValueDuplicationError`, as `bidict` raises) and which

@@ -61,9 +61,8 @@ def _tune_gc() -> None:
 
     A gateway holds thousands of long-lived connection objects; with Python's
     default thresholds (700, 10, 10) every burst of short-lived allocations (a
-    handshake, a fan-out) triggers collections that walk them again. Measured
-    on the stock fan-out path, disabling the collector halved server CPU per
-    message (docs/benchmarks.md). Freezing moves what start-up built out of
+    handshake, a fan-out) triggers collections that walk them again
+    (docs/benchmarks.md has the figures). Freezing moves what start-up built out of
     the collector's view for good; a higher first-generation threshold makes
     collections rarer without turning them off (reference cycles are still
     reclaimed).
