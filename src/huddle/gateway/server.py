@@ -114,6 +114,41 @@ def limit_poll_bodies(app: ASGIApp, max_payload: int, path: str = "/socket.io/")
     return limited
 
 
+ENGINE_PACKET_TYPES = frozenset("0123456")
+
+
+def refuse_junk_frames(app: ASGIApp) -> ASGIApp:
+    """End a WebSocket whose client sends a text frame that is no Engine.IO packet.
+
+    Why here: python-engineio's own WebSocket handler parses each frame without a
+    guard, so a frame like `x` raised out of it, left the session registered
+    until its ping timeout, and logged a traceback. Node's engine.io closes the
+    connection on a parse error; so does this, by handing engine.io the end of
+    the WebSocket instead of the frame (a close frame goes to the client).
+    Sessions served by the engineio accel module read their frames themselves
+    and make the same check.
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
+            return
+
+        async def checked() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                if text is not None and text[:1] not in ENGINE_PACKET_TYPES:
+                    with contextlib.suppress(Exception):
+                        await send({"type": "websocket.close", "code": 1002})
+                    return {"type": "websocket.disconnect", "code": 1002}
+            return message
+
+        await app(scope, checked, send)
+
+    return guarded
+
+
 async def _too_large(send: Send) -> None:
     response = JSONResponse(
         {"error": {"code": "PAYLOAD_TOO_LARGE", "message": "The message is too large."}},
@@ -225,7 +260,8 @@ class Gateway:
     def asgi(self, other: ASGIApp) -> ASGIApp:
         """Socket.IO at `/socket.io/`, everything else to `other`."""
         sockets = socketio.ASGIApp(self.sio, other_asgi_app=other)
-        return self.polls.wrap(limit_poll_bodies(sockets, self.settings.max_payload))
+        guarded = refuse_junk_frames(limit_poll_bodies(sockets, self.settings.max_payload))
+        return self.polls.wrap(guarded)
 
     async def start(
         self,
