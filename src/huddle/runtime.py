@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from huddle import accel
 from huddle.config import Settings
+from huddle.db.queries import query_runner
 from huddle.db.session import create_engine, create_sessionmaker
 from huddle.events import outbox
 from huddle.events.bus import EventBus, InProcessBus, RedisBus
@@ -77,7 +78,8 @@ class Runtime:
             )
         else:
             bus = InProcessBus(last_id=last_id, fill_gap=fill_gap)
-        db = Database(sessionmaker, bus, outbox.statements(accel.load(settings.accel)))
+        speed = accel.load(settings.accel)
+        db = Database(sessionmaker, bus, outbox.statements(speed), query_runner(speed))
         tokens = TokenService(settings)
         passwords = Passwords(fast=settings.app_env == "test")
         buckets = create_bucket_store(settings)

@@ -23,12 +23,13 @@ thread, and Core statements executed through `Connection.execute`):
    `sqlalchemy.util.concurrency.await_` (2.1), the adapted objects'
    `_connection`, `_cursor`, `_rows`, `_soft_closed_memoized`,
    `_handle_exception`.
-2. **Prepared statements** (`Prepared`, `PreparedOutbox`). Executing a Core
+2. **Prepared statements** (`Prepared`, `PreparedOutbox`, `PreparedQueries`). Executing a Core
    statement costs an execution context per call even when the compiled form
    is cached; for the outbox's two statements per event that was more than
    SQLite's own work for the whole transaction. `Prepared` compiles once per
    dialect with SQLAlchemy's compiler, keeps its parameters' bind processors
-   (JSON, UTC datetimes) and runs the SQL with `exec_driver_sql` — or, where
+   (JSON, UTC datetimes) and its selected columns' result processors, and
+   runs the SQL with `exec_driver_sql` — or, where
    the dialect adds nothing around a DBAPI execute (SQLite) and the
    connection has no events or echo, on the DBAPI cursor with SQLAlchemy's
    own error handling (`Connection._handle_dbapi_exception`). For plain
@@ -357,6 +358,10 @@ class _Form:
     processors: tuple[Callable[[Any], Any] | None, ...]
     positional: bool
     direct: bool  # the dialect adds nothing to a driver-SQL execution: see `_on_cursor`
+    results: tuple[Callable[[Any], Any] | None, ...] | None
+    """Result processors per selected column (types such as UTC datetimes); None: none apply."""
+    defaults: Mapping[str, Any]
+    """Values of the bind parameters the statement itself fixes (SQLite's `OFFSET 0`)."""
 
 
 class Prepared:
@@ -380,8 +385,9 @@ class Prepared:
         if form.names:
             if params is None:
                 raise TypeError("this statement takes parameters")
+            given = {**form.defaults, **params} if form.defaults else params
             values = [
-                params[name] if process is None else process(params[name])
+                given[name] if process is None else process(given[name])
                 for name, process in zip(form.names, form.processors, strict=True)
             ]
             parameters = (
@@ -394,8 +400,19 @@ class Prepared:
             or connection._echo
         ):
             result = connection.exec_driver_sql(form.sql, parameters)
-            return list(result.all()) if result.returns_rows else []
-        return _on_cursor(connection, form.sql, parameters)
+            rows = list(result.all()) if result.returns_rows else []
+        else:
+            rows = _on_cursor(connection, form.sql, parameters)
+        results = form.results
+        if results is None or not rows:
+            return rows
+        return [
+            tuple(
+                value if process is None else process(value)
+                for process, value in zip(results, row, strict=True)
+            )
+            for row in rows
+        ]
 
     def _compile(self, dialect: Dialect) -> _Form:
         compiled = self._statement.compile(dialect=dialect)
@@ -410,7 +427,23 @@ class Prepared:
         direct = type(dialect).do_execute is DefaultDialect.do_execute and all(
             getattr(context, hook) is getattr(DefaultExecutionContext, hook) for hook in _HOOKS
         )
-        form = _Form(compiled.string, names, processors, compiled.positional, direct)
+        results: tuple[Callable[[Any], Any] | None, ...] | None = None
+        selected = getattr(self._statement, "selected_columns", None)
+        if selected is not None:
+            results = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in selected
+            )
+            if not any(results):
+                results = None
+        defaults = {
+            name: compiled.binds[name].effective_value
+            for name in names
+            if not compiled.binds[name].required
+        }
+        form = _Form(
+            compiled.string, names, processors, compiled.positional, direct, results, defaults
+        )
         self._forms[dialect] = form
         return form
 
@@ -458,3 +491,18 @@ class PreparedOutbox:
 
     def insert(self, connection: SAConnection, row: Mapping[str, Any]) -> None:
         self._insert.execute(connection, row)
+
+
+class PreparedQueries:
+    """`huddle.db.queries.QueryRunner` with each statement `Prepared` (compiled once)."""
+
+    def __init__(self) -> None:
+        self._prepared: dict[int, tuple[ClauseElement, Prepared]] = {}
+
+    def rows(
+        self, connection: SAConnection, statement: ClauseElement, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        entry = self._prepared.get(id(statement))
+        if entry is None or entry[0] is not statement:
+            entry = self._prepared[id(statement)] = (statement, Prepared(statement))
+        return entry[1].execute(connection, params)

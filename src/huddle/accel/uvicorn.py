@@ -12,10 +12,13 @@ option) offering one more operation, `push(frame)`.
 Overrides (against uvicorn's `WebSocketsSansIOProtocol` and
 `HttpToolsProtocol`, and `websockets`' sans-I/O `ServerProtocol`):
 
-1. `FastWebSocketProtocol.push` / `send_now` / `_write_pending` and the
-   module's `flush_waiting`: frames queued per connection, written once per
-   loop turn (or once the oldest has waited `FLUSH_AFTER` in a long turn);
-   `send` frames ordinary ASGI sends into the same queue, so order holds.
+1. `FastWebSocketProtocol.push` / `send_now` / `_write_pending`, `_Flusher`
+   and `flush_waiting`: frames queued per connection and written in one
+   write per connection, at the end of the loop turn — or, while frames keep
+   coming, once `FLUSH_WINDOW` has passed since the last flush, so that
+   events in quick succession share writes; a long turn writes once its
+   oldest frame has waited `FLUSH_AFTER`. `send` frames ordinary ASGI sends
+   into the same queue, so order holds.
 2. `FastWebSocketProtocol.__init__`: uvicorn's per-connection `asyncio.Queue`
    and `Event` replaced by single-consumer equivalents (`_ReceiveQueue`,
    `_Flag`), which allocate nothing while idle.
@@ -96,15 +99,64 @@ FLUSH_AFTER = 0.005
 FLUSH_WAIT_PER_CONNECTION = 60e-6
 """...and more when many connections wait, so that writing N connections early stays a
 small share of the time waited (2,000 connections: every 120 ms)."""
-
-_queued: list[FastWebSocketProtocol] = []
-"""Connections holding frames for the end of this loop turn, in the order they queued."""
-_queued_since = 0.0
+FLUSH_WINDOW = 0.002
+"""Seconds between two flushes while frames keep coming (see `_Flusher`)."""
 
 
 def connection_for(eio_sid: str) -> FastWebSocketProtocol | None:
     """The open connection carrying this Engine.IO session over WebSocket, if any."""
     return _by_sid.get(eio_sid)
+
+
+class _Flusher:
+    """Writes every connection's queued frames, each connection's in one `transport.write`.
+
+    One per process (connections share it), so a broadcast to N connections
+    schedules one flush, not N callbacks. A frame queued while nothing was
+    written for `FLUSH_WINDOW` goes out at the end of the loop turn, as
+    before; while frames keep coming (a flush happened less than a window
+    ago), the next flush waits for the window to close, so that the frames of
+    events arriving in quick succession — edits from several people, a
+    storm of presence — leave in one write per connection instead of one per
+    event. A quiet server answers at once; a busy one at most a window late.
+    """
+
+    __slots__ = ("handle", "last", "queued", "since")
+
+    def __init__(self) -> None:
+        self.queued: list[FastWebSocketProtocol] = []
+        """Connections holding frames, in the order they queued."""
+        self.handle: asyncio.Handle | None = None
+        self.since = 0.0
+        """When the oldest queued frame was queued (loop time)."""
+        self.last = float("-inf")
+        """When the last flush wrote (loop time)."""
+
+    def queue(self, connection: FastWebSocketProtocol) -> None:
+        self.queued.append(connection)
+        if self.handle is None:
+            loop = connection.loop
+            now = loop.time()
+            self.since = now
+            due = self.last + FLUSH_WINDOW
+            if due <= now:
+                self.handle = loop.call_soon(self.flush)
+            else:
+                self.handle = loop.call_at(due, self.flush)
+
+    def flush(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.cancel()
+        queued, self.queued = self.queued, []
+        if queued:
+            self.last = queued[0].loop.time()
+        for connection in queued:
+            connection._queued = False
+            connection._write_pending()
+
+
+_flusher = _Flusher()
 
 
 def flush_waiting() -> None:
@@ -120,18 +172,13 @@ def flush_waiting() -> None:
     the longer between such writes (`FLUSH_WAIT_PER_CONNECTION`). Order per
     connection holds: what is written now was queued first.
     """
-    if not _queued:
+    queued = _flusher.queued
+    if not queued:
         return
-    waited = _queued[0].loop.time() - _queued_since
-    if waited < FLUSH_AFTER or waited < len(_queued) * FLUSH_WAIT_PER_CONNECTION:
+    waited = queued[0].loop.time() - _flusher.since
+    if waited < FLUSH_AFTER or waited < len(queued) * FLUSH_WAIT_PER_CONNECTION:
         return
-    waiting = list(_queued)
-    _queued.clear()
-    for connection in waiting:
-        # Its scheduled `_flush` still runs and finds what came after, if anything;
-        # a frame pushed after this queues the connection again.
-        connection._flush_scheduled = False
-        connection._write_pending()
+    _flusher.flush()
 
 
 def connection_of(scope: Any) -> FastWebSocketProtocol | None:
@@ -218,7 +265,7 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = _ReceiveQueue()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         self._pending: list[bytes] = []
-        self._flush_scheduled = False
+        self._queued = False
         self._eio_sid: str | None = None
 
     # --- the fast path ----------------------------------------------------
@@ -235,16 +282,11 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         )
 
     def push(self, frame: bytes) -> None:
-        """Queue a complete WebSocket frame; written with the rest of this loop turn's."""
+        """Queue a complete WebSocket frame; written with the others queued (`_Flusher`)."""
         self._pending.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-            if not _queued:
-                global _queued_since
-                _queued_since = self.loop.time()
-                self.loop.call_soon(_queued.clear)  # after every connection's own flush
-            _queued.append(self)
+        if not self._queued:
+            self._queued = True
+            _flusher.queue(self)
 
     def send_now(self, message: str | bytes) -> None:
         """Frame a message for this connection and queue it; dropped once closing."""
@@ -284,7 +326,7 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             self.push(chunk)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        """Write this connection's queued frames now (before a close)."""
         self._write_pending()
 
     def _write_pending(self) -> None:

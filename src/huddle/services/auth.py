@@ -246,6 +246,13 @@ class AuthService:
         user = self._cached_user(claims.user_id)
         return None if user is None else self._admissible(user, claims)
 
+    def admit(self, user: User | None, claims: Claims) -> User:
+        """A user row read elsewhere (`UserService.bootstrap`): remembered like one read
+        here, and admitted or refused as `user_for_claims` would."""
+        if user is not None:
+            self._remember(user)
+        return self._admissible(user, claims)
+
     async def user_for_claims(self, claims: Claims) -> User:
         user = self._cached_user(claims.user_id)
         if user is None:

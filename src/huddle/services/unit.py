@@ -5,7 +5,7 @@ Only services open units; routes and socket handlers call services.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +13,9 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
+from huddle.db.queries import CoreQueries, QueryRunner
 from huddle.errors import DatabaseUnavailable
 from huddle.events import outbox
 from huddle.events.bus import EventBus
@@ -70,10 +72,12 @@ class Database:
         sessionmaker: async_sessionmaker[AsyncSession],
         bus: EventBus,
         statements: outbox.OutboxStatements | None = None,
+        queries: QueryRunner | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.bus = bus
         self.statements = statements or outbox.CoreStatements()
+        self.queries = queries or CoreQueries()
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Unit]:
@@ -92,6 +96,20 @@ class Database:
             EVENTS_WRITTEN_BY_TYPE[event.type].inc()
         if unit.events:
             await self.bus.publish(unit.events)
+
+    async def select(
+        self, *queries: tuple[ClauseElement, Mapping[str, Any]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows of each (statement, parameters), read in one session and one hop
+        into SQLAlchemy's sync layer (see `huddle.db.queries`)."""
+        runner = self.queries
+
+        def read(sync: Session) -> list[list[tuple[Any, ...]]]:
+            connection = sync.connection()
+            return [runner.rows(connection, statement, params) for statement, params in queries]
+
+        async with self._session() as session:
+            return await session.run_sync(read)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -1,11 +1,58 @@
-"""Users: look-ups for the API and the gateway, and the admin CLI's creation path."""
+"""Users: look-ups for the API and the gateway, and what a user starts a session with."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+from typing import Any
 
-from huddle.db.models import User
+from sqlalchemy import Integer, bindparam, select
+
+from huddle.clock import iso
+from huddle.db.models import Membership, Task, Team, User
 from huddle.services.unit import Database
+
+_USER_COLUMNS = tuple(column.key for column in User.__table__.columns)
+_USER = select(*User.__table__.columns).where(User.id == bindparam("user_id"))
+_TEAMS = (
+    select(Team.id, Team.name, Team.description, Team.created_at, Membership.role)
+    .join(Membership, Membership.team_id == Team.id)
+    .where(Membership.user_id == bindparam("user_id"))
+    .order_by(Team.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_TASKS = (
+    select(
+        Task.id,
+        Task.team_id,
+        Task.title,
+        Task.description,
+        Task.status,
+        Task.priority,
+        Task.assignee_id,
+        Task.due_date,
+        Task.created_by,
+        Task.created_at,
+        Task.updated_at,
+        Task.version,
+    )
+    .join(
+        Membership,
+        (Membership.team_id == Task.team_id) & (Membership.user_id == bindparam("user_id")),
+    )
+    .where(Task.assignee_id == bindparam("user_id"))
+    .order_by(Task.id)
+    .limit(bindparam("limit_tasks", type_=Integer))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """What a user starts a session with: their row, and their teams and assigned tasks
+    in wire form (`TeamOut` with the user's role, `TaskOut`), by id."""
+
+    user: User | None
+    teams: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
 
 
 class UserService:
@@ -19,3 +66,60 @@ class UserService:
     async def exists(self, user_id: int) -> bool:
         async with self._db.read() as session:
             return (await session.scalar(select(User.id).where(User.id == user_id))) is not None
+
+    async def bootstrap(self, user_id: int, *, max_teams: int, max_tasks: int) -> Bootstrap:
+        """The user's row, teams and assigned tasks (the first `max_*` by id), in one read.
+
+        Three plain statements in one session (`Database.select`), the wire form
+        built from their rows: this is every cold socket authentication's read,
+        and ORM objects plus schema validation cost more than the queries.
+        """
+        users, teams, tasks = await self._db.select(
+            (_USER, {"user_id": user_id}),
+            (_TEAMS, {"user_id": user_id, "limit": max_teams}),
+            (_TASKS, {"user_id": user_id, "limit_tasks": max_tasks}),
+        )
+        user = User(**dict(zip(_USER_COLUMNS, users[0], strict=True))) if users else None
+        return Bootstrap(user, [_team(row) for row in teams], [_task(row) for row in tasks])
+
+
+def _team(row: tuple[Any, ...]) -> dict[str, Any]:
+    team_id, name, description, created_at, role = row
+    return {
+        "id": team_id,
+        "name": name,
+        "description": description,
+        "createdAt": iso(created_at),
+        "role": role,
+    }
+
+
+def _task(row: tuple[Any, ...]) -> dict[str, Any]:
+    (
+        task_id,
+        team_id,
+        title,
+        description,
+        status,
+        priority,
+        assignee_id,
+        due_date,
+        created_by,
+        created_at,
+        updated_at,
+        version,
+    ) = row
+    return {
+        "id": task_id,
+        "teamId": team_id,
+        "title": title,
+        "description": description,
+        "status": status,
+        "priority": priority,
+        "assigneeId": assignee_id,
+        "dueDate": iso(due_date),
+        "createdBy": created_by,
+        "createdAt": iso(created_at),
+        "updatedAt": iso(updated_at),
+        "version": version,
+    }

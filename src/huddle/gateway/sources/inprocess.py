@@ -74,14 +74,10 @@ class InProcessSource:
                 return warm
         try:
             async with asyncio.timeout(self._timeout):
-                user = await self._runtime.auth.user_for_claims(claims)
-                warm = self._from_cache(user_id, user)
-                if warm is not None:
-                    return warm
-                user_wire = self._user_wire(user)
                 generation = self._generation
-                teams, _ = await self._runtime.teams.teams_of(user_id, limit=MAX_TEAMS)
-                tasks, _ = await self._runtime.tasks.assigned_to(user_id, limit=MAX_TASKS)
+                read = await self._runtime.users.bootstrap(
+                    user_id, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
+                )
         except DatabaseUnavailable:
             self._watch.failed("fetch", "database")
             return fallback(user_id)
@@ -89,11 +85,10 @@ class InProcessSource:
             self._watch.failed("fetch", "timeout")
             return fallback(user_id)
         self._watch.succeeded()
-        team_wires = [wire(team) for team in teams]
-        task_wires = [wire(task) for task in tasks]
+        user = self._runtime.auth.admit(read.user, claims)
         if generation == self._generation:
-            self._remember(user_id, team_wires, task_wires)
-        return UserData(user_wire, team_wires, task_wires)
+            self._remember(user_id, read.teams, read.tasks)
+        return UserData(self._user_wire(user), read.teams, read.tasks)
 
     def _from_cache(self, user_id: int, user: Any) -> UserData | None:
         """The user's data from the warm cache, or None when it is not (or no longer) there."""
