@@ -24,7 +24,7 @@ from bench import peer_driver, servers
 from bench.seed import Layout
 
 OWN_LINES = 30
-INCLUSIVE_LINES = 60
+INCLUSIVE_LINES = 120
 INTERESTING = ("huddle", "socketio", "engineio", "sqlalchemy", "uvicorn", "websockets", "jwt")
 
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--huddle-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--out", type=Path, default=None, help="where to write the summary")
+    parser.add_argument("--raw", type=Path, default=None, help="keep py-spy's raw samples here")
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     work = Path(tempfile.mkdtemp(prefix="huddle-profile-"))
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         phase = (report.get("phases") or [{}])[0]
         print(json.dumps({"handshakes": phase.get("handshakes"), "server": phase.get("server")}))
         print(summarize(raw, args.out))
+        if args.raw is not None:
+            shutil.copyfile(raw, args.raw)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

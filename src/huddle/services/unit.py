@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
@@ -75,6 +76,7 @@ class Database:
         queries: QueryRunner | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.engine: AsyncEngine = sessionmaker.kw["bind"]
         self.bus = bus
         self.statements = statements or outbox.CoreStatements()
         self.queries = queries or CoreQueries()
@@ -104,12 +106,17 @@ class Database:
         into SQLAlchemy's sync layer (see `huddle.db.queries`)."""
         runner = self.queries
 
-        def read(sync: Session) -> list[list[tuple[Any, ...]]]:
-            connection = sync.connection()
+        def read(connection: Connection) -> list[list[tuple[Any, ...]]]:
             return [runner.rows(connection, statement, params) for statement, params in queries]
 
-        async with self._session() as session:
-            return await session.run_sync(read)
+        # A plain connection rather than a Session: nothing here needs the ORM.
+        try:
+            async with self.engine.connect() as connection:
+                return await connection.run_sync(read)
+        except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

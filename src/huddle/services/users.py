@@ -53,6 +53,8 @@ class Bootstrap:
     user: User | None
     teams: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
+    user_wire: dict[str, Any] | None = None
+    """The user as `UserOut` on the wire."""
 
 
 class UserService:
@@ -79,8 +81,19 @@ class UserService:
             (_TEAMS, {"user_id": user_id, "limit": max_teams}),
             (_TASKS, {"user_id": user_id, "limit_tasks": max_tasks}),
         )
-        user = User(**dict(zip(_USER_COLUMNS, users[0], strict=True))) if users else None
-        return Bootstrap(user, [_team(row) for row in teams], [_task(row) for row in tasks])
+        if not users:
+            return Bootstrap(None, [], [])
+        fields = dict(zip(_USER_COLUMNS, users[0], strict=True))
+        user_wire = {
+            "id": fields["id"],
+            "email": fields["email"],
+            "name": fields["name"],
+            "isAdmin": fields["is_admin"],
+            "createdAt": iso(fields["created_at"]),
+        }
+        return Bootstrap(
+            User(**fields), [_team(row) for row in teams], [_task(row) for row in tasks], user_wire
+        )
 
 
 def _team(row: tuple[Any, ...]) -> dict[str, Any]:

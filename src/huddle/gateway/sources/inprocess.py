@@ -88,7 +88,7 @@ class InProcessSource:
         user = self._runtime.auth.admit(read.user, claims)
         if generation == self._generation:
             self._remember(user_id, read.teams, read.tasks)
-        return UserData(self._user_wire(user), read.teams, read.tasks)
+        return UserData(self._user_wire(user, read.user_wire), read.teams, read.tasks)
 
     def _from_cache(self, user_id: int, user: Any) -> UserData | None:
         """The user's data from the warm cache, or None when it is not (or no longer) there."""
@@ -100,8 +100,8 @@ class InProcessSource:
         self._watch.succeeded()
         return UserData(self._user_wire(user), cached[1], cached[2])
 
-    def _user_wire(self, user: Any) -> dict[str, Any]:
-        """The wire form of a user row, built once per row object.
+    def _user_wire(self, user: Any, known: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The wire form of a user row (`known` when the read built it), once per row object.
 
         `AuthService` hands out the same cached row until it reloads or drops
         it; a reloaded row is a new object and gets a new wire form.
@@ -109,7 +109,7 @@ class InProcessSource:
         entry = self._user_wires.get(user.id)
         if entry is not None and entry[0] is user:
             return entry[1]
-        user_wire = wire(UserOut.model_validate(user))
+        user_wire = known if known is not None else wire(UserOut.model_validate(user))
         if len(self._user_wires) >= USER_WIRE_CACHE_SIZE:
             self._user_wires.pop(next(iter(self._user_wires)))
         self._user_wires[user.id] = (user, user_wire)
