@@ -8,7 +8,7 @@ from typing import Any
 from huddle.config import Settings
 from huddle.events.envelope import PRESENCE_CHANGED, Envelope
 from huddle.gateway.realtime.hub import Hub
-from huddle.gateway.realtime.presence.batch import PresenceBatch
+from huddle.gateway.realtime.presence.batch import PresenceBatch, RecentCount
 from huddle.gateway.realtime.presence.local import Presence
 from huddle.gateway.realtime.presence.redis_store import RedisPresence
 from huddle.gateway.realtime.presence.store import MemoryPresence, create_presence_store
@@ -385,3 +385,22 @@ def test_only_windows_that_are_over_are_taken_when_due() -> None:
     clock.now += 1.0
     assert batch.take(everyone, due_only=True) == [(1, [(10, True)])]
     assert not batch.pending
+
+
+async def test_windows_stretch_while_presence_is_busy_across_many_teams() -> None:
+    """A storm in many small teams at once: every window grows until presence's share of
+    the process is about PRESENCE_BUDGET, and shrinks back once the storm is over."""
+    from huddle.gateway.realtime.hub import PRESENCE_WINDOW_MAX
+
+    clock = Clock()
+    hub = Hub(FakeSio(), settings(), MemoryPresence())
+    hub._presence_sent = RecentCount(clock)
+    for team_id in range(1, 201):  # 200 teams of 20
+        for user_id in range(20):
+            hub.presence.local.join(team_id, team_id * 100 + user_id)
+    assert hub.presence_window(1) == 0.05  # quiet: PRESENCE_BATCH_MS
+    for team_id in range(1, 201):  # one frame to each team within a second: 4,000 frames
+        await hub._send_presence(team_id, [(team_id * 100, True)])
+    assert 0.5 < hub.presence_window(1) <= PRESENCE_WINDOW_MAX
+    clock.now += 1.5  # the storm is over
+    assert hub.presence_window(1) == 0.05

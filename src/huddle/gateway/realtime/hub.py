@@ -36,7 +36,7 @@ from huddle.config import Settings
 from huddle.errors import HuddleError, RateLimited
 from huddle.gateway import payloads
 from huddle.gateway.realtime.fanout import Fanout
-from huddle.gateway.realtime.presence.batch import PresenceBatch, presence_frame
+from huddle.gateway.realtime.presence.batch import PresenceBatch, RecentCount, presence_frame
 from huddle.gateway.realtime.presence.store import PresenceStore, create_presence_store
 from huddle.gateway.session import SessionRegistry, SocketSession, State
 from huddle.logging import get_logger, log_enabled
@@ -47,7 +47,12 @@ log = get_logger("huddle.gateway")
 PRESENCE_WINDOW_PER_MEMBER = 0.0005
 """Seconds a team's presence window grows per member online here (see `Hub.presence_window`)."""
 PRESENCE_WINDOW_MAX = 2.0
-"""The longest a presence window gets, however big the room."""
+"""The longest a presence window gets, however big the room and however busy the gateway."""
+PRESENCE_FRAME_COST = 5e-6
+"""Seconds one presence frame costs per socket it reaches, its write included (a measured
+order of magnitude: bench/callgrind_storm.py with and without presence)."""
+PRESENCE_BUDGET = 0.02
+"""The share of the process presence may take while windows are stretched by load."""
 
 
 def team_room(team_id: int) -> str:
@@ -70,6 +75,7 @@ class Hub:
         self.presence.local.on_listed = self._presence_batch.listed
         self._presence_timer: asyncio.TimerHandle | None = None
         self._presence_timer_due = 0.0
+        self._presence_sent = RecentCount()
         self._presence_flushing = False
         self._presence_closed = False
 
@@ -252,15 +258,19 @@ class Hub:
         self._arm_presence()
 
     def presence_window(self, team_id: int) -> float:
-        """Seconds a team's presence window lasts: PRESENCE_BATCH_MS, longer for big rooms.
+        """Seconds a team's presence window lasts: PRESENCE_BATCH_MS, longer under load.
 
         Each window costs one frame per member of the room here, so a window
-        grows with the room (`PRESENCE_WINDOW_PER_MEMBER` per member, up to
-        `PRESENCE_WINDOW_MAX`): however many come online at once, a team
-        costs at most about 1 / PRESENCE_WINDOW_PER_MEMBER frames a second.
+        grows with the room (`PRESENCE_WINDOW_PER_MEMBER` per member), and
+        with the frames presence sent in the last second across all teams: a
+        storm of arrivals in many teams at once (every member of a big team is
+        also in a few small ones) stretches every window until presence takes
+        about `PRESENCE_BUDGET` of the process (`PRESENCE_FRAME_COST` a frame).
+        Never more than `PRESENCE_WINDOW_MAX`.
         """
         sized = PRESENCE_WINDOW_PER_MEMBER * self.presence.local.count(team_id)
-        return max(self._presence_window, min(PRESENCE_WINDOW_MAX, sized))
+        loaded = self._presence_sent.last_second() * PRESENCE_FRAME_COST / PRESENCE_BUDGET
+        return max(self._presence_window, min(PRESENCE_WINDOW_MAX, max(sized, loaded)))
 
     async def flush_presence(self, *, due_only: bool = False) -> None:
         """End the windows now (or, `due_only`, those that are over): send their real
@@ -313,3 +323,4 @@ class Hub:
         await self.fanout.room(
             team_room(team_id), "presence_changed", presence_frame(team_id, changes), skip=skip
         )
+        self._presence_sent.add(self.presence.local.count(team_id))

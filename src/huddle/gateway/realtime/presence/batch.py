@@ -161,3 +161,26 @@ def presence_frame(team_id: int, changes: PresenceChanges) -> dict[str, object]:
         "online": sorted(user_id for user_id, online in changes if online),
         "offline": sorted(user_id for user_id, online in changes if not online),
     }
+
+
+class RecentCount:
+    """How many of something happened in the last second, in tenth-of-a-second buckets."""
+
+    __slots__ = ("_buckets", "_clock")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[int, int] = {}
+
+    def add(self, count: int) -> None:
+        slot = int(self._clock() * 10)
+        self._buckets[slot] = self._buckets.get(slot, 0) + count
+        if len(self._buckets) > 12:
+            for old in [s for s in self._buckets if s <= slot - 10]:
+                del self._buckets[old]
+
+    def last_second(self) -> int:
+        if not self._buckets:
+            return 0
+        horizon = int(self._clock() * 10) - 10
+        return sum(count for slot, count in self._buckets.items() if slot > horizon)
