@@ -536,7 +536,8 @@ async def test_a_team_from_first_visit_to_deletion_with_two_people(
         c for c in result["console"] if c["type"] == "error" and not expected.match(c["text"])
     ]
     assert errors == [], errors
-    assert result["screenshots"] == list(TEAM_SCREENSHOTS)
+    # The first two are taken by two people acting at once, in either order.
+    assert sorted(result["screenshots"]) == sorted(TEAM_SCREENSHOTS)
     for name in TEAM_SCREENSHOTS:
         assert (ARTIFACTS / name).stat().st_size > 10_000, name
 
