@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from huddle.db.models import User
 from huddle.errors import TokenMissing
 from huddle.runtime import Runtime
 from huddle.security.client_ip import ClientAddress, client_address, client_ip
 from huddle.services.access import CURSOR_PATTERN, Actor
+from huddle.services.users import Account
 
 # An OAuth2 password flow, so that /docs can log in with an email and password; the
 # token is sent as `Authorization: Bearer <access token>` either way.
@@ -33,13 +33,13 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 async def get_current_user(
     runtime: RuntimeDep,
     token: Annotated[str | None, Depends(_bearer)],
-) -> User:
+) -> Account:
     if not token:
         raise TokenMissing()
     return await runtime.auth.authenticate(token)
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[Account, Depends(get_current_user)]
 
 
 async def get_actor(user: CurrentUser) -> Actor:

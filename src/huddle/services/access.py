@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from huddle.db.models import Membership, Team, User
 from huddle.errors import Forbidden, NotFound, ValidationFailed
+from huddle.services.users import Account
 
 MANAGERS = frozenset({"owner", "admin"})
 
@@ -22,7 +23,7 @@ class Actor:
     is_admin: bool = False
 
     @classmethod
-    def of(cls, user: User) -> Actor:
+    def of(cls, user: User | Account) -> Actor:
         return cls(user.id, user.is_admin)
 
 

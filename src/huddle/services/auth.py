@@ -40,6 +40,7 @@ from huddle.security.revocation import (
 )
 from huddle.security.tokens import Claims, TokenService
 from huddle.services.unit import Database
+from huddle.services.users import Account, UserService
 
 log = get_logger("huddle.auth")
 
@@ -76,6 +77,7 @@ class AuthService:
         reuse_grace: float = 10.0,
     ) -> None:
         self._db = db
+        self._users_service = UserService(db)
         self._tokens = tokens
         self._passwords = passwords
         self._revocations = revocations
@@ -84,19 +86,19 @@ class AuthService:
         # row (active? sessions revoked?); a short-lived copy saves a database round
         # trip per request. Revocation drops the entry here at once and on every
         # other instance when the bus delivers `sessions_revoked` (see `forget`).
-        self._users: dict[int, tuple[float, User]] = {}
+        self._users: dict[int, tuple[float, Account]] = {}
 
     def forget(self, user_id: int) -> None:
         """Drop the cached row of a user (their sessions were revoked)."""
         self._users.pop(user_id, None)
 
-    def _cached_user(self, user_id: int) -> User | None:
+    def _cached_user(self, user_id: int) -> Account | None:
         entry = self._users.get(user_id)
         if entry is None or time.monotonic() - entry[0] > USER_CACHE_TTL:
             return None
         return entry[1]
 
-    def _remember(self, user: User) -> None:
+    def _remember(self, user: Account) -> None:
         if len(self._users) >= USER_CACHE_SIZE:
             self._users.pop(next(iter(self._users)))
         self._users[user.id] = (time.monotonic(), user)
@@ -233,12 +235,12 @@ class AuthService:
             )
         await self.logout_all(user_id)
 
-    async def authenticate(self, access_token: str) -> User:
+    async def authenticate(self, access_token: str) -> Account:
         """The active user an access token belongs to; TOKEN_* errors otherwise."""
         claims = self._tokens.verify_access(access_token)
         return await self.user_for_claims(claims)
 
-    def cached_user_for_claims(self, claims: Claims) -> User | None:
+    def cached_user_for_claims(self, claims: Claims) -> Account | None:
         """`user_for_claims` without I/O: None when the user's row is not cached.
 
         Raises as `user_for_claims` does for a cached row.
@@ -246,23 +248,22 @@ class AuthService:
         user = self._cached_user(claims.user_id)
         return None if user is None else self._admissible(user, claims)
 
-    def admit(self, user: User | None, claims: Claims) -> User:
+    def admit(self, user: Account | None, claims: Claims) -> Account:
         """A user row read elsewhere (`UserService.bootstrap`): remembered like one read
         here, and admitted or refused as `user_for_claims` would."""
         if user is not None:
             self._remember(user)
         return self._admissible(user, claims)
 
-    async def user_for_claims(self, claims: Claims) -> User:
+    async def user_for_claims(self, claims: Claims) -> Account:
         user = self._cached_user(claims.user_id)
         if user is None:
-            async with self._db.read() as session:
-                user = await session.get(User, claims.user_id)
+            user = await self._users_service.account(claims.user_id)
             if user is not None:
                 self._remember(user)
         return self._admissible(user, claims)
 
-    def _admissible(self, user: User | None, claims: Claims) -> User:
+    def _admissible(self, user: Account | None, claims: Claims) -> Account:
         """The user a token's claims stand for, or TOKEN_INVALID / TOKEN_REVOKED."""
         admitted = _admissible(user, claims)
         if self._revocations.revoked(claims):  # its family, or (from the bus) its user
@@ -328,7 +329,7 @@ async def load_revocations(revocations: Revocations, db: Database) -> int:
     return len(users) + len(families)
 
 
-def _admissible(user: User | None, claims: Claims) -> User:
+def _admissible(user: Account | None, claims: Claims) -> Account:
     """The user a token's claims stand for, or TOKEN_INVALID / TOKEN_REVOKED."""
     if user is None or not user.is_active:
         raise TokenInvalid()
@@ -341,6 +342,6 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _revoked(user: User, issued_at: float) -> bool:
+def _revoked(user: Account | User, issued_at: float) -> bool:
     revoked = user.sessions_revoked_at
     return revoked is not None and issued_at < _aware(revoked).timestamp()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, select
@@ -12,7 +13,7 @@ from huddle.db.models import Membership, Task, Team, User
 from huddle.services.unit import Database
 
 _USER_COLUMNS = tuple(column.key for column in User.__table__.columns)
-_USER = select(*User.__table__.columns).where(User.id == bindparam("user_id"))
+ACCOUNT = select(*User.__table__.columns).where(User.id == bindparam("user_id"))
 _TEAMS = (
     select(Team.id, Team.name, Team.description, Team.created_at, Membership.role)
     .join(Membership, Membership.team_id == Team.id)
@@ -46,15 +47,51 @@ _TASKS = (
 
 
 @dataclass(frozen=True, slots=True)
+class Account:
+    """What authenticating a request or a socket needs of a user's row, kept small: a
+    process caches one per recently seen user (no ORM object, no session)."""
+
+    id: int
+    email: str
+    name: str
+    is_admin: bool
+    is_active: bool
+    sessions_revoked_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of_row(cls, row: tuple[Any, ...]) -> Account:
+        """From a row of `ACCOUNT` (the `users` table's columns, in order)."""
+        fields = dict(zip(_USER_COLUMNS, row, strict=True))
+        return cls(
+            id=fields["id"],
+            email=fields["email"],
+            name=fields["name"],
+            is_admin=bool(fields["is_admin"]),
+            is_active=bool(fields["is_active"]),
+            sessions_revoked_at=fields["sessions_revoked_at"],
+            created_at=fields["created_at"],
+        )
+
+    def wire(self) -> dict[str, Any]:
+        """The user as `UserOut` on the wire."""
+        return {
+            "id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "isAdmin": self.is_admin,
+            "createdAt": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Bootstrap:
     """What a user starts a session with: their row, and their teams and assigned tasks
     in wire form (`TeamOut` with the user's role, `TaskOut`), by id."""
 
-    user: User | None
+    user: Account | None
     teams: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
-    user_wire: dict[str, Any] | None = None
-    """The user as `UserOut` on the wire."""
 
 
 class UserService:
@@ -77,23 +114,19 @@ class UserService:
         and ORM objects plus schema validation cost more than the queries.
         """
         users, teams, tasks = await self._db.select(
-            (_USER, {"user_id": user_id}),
+            (ACCOUNT, {"user_id": user_id}),
             (_TEAMS, {"user_id": user_id, "limit": max_teams}),
             (_TASKS, {"user_id": user_id, "limit_tasks": max_tasks}),
         )
         if not users:
             return Bootstrap(None, [], [])
-        fields = dict(zip(_USER_COLUMNS, users[0], strict=True))
-        user_wire = {
-            "id": fields["id"],
-            "email": fields["email"],
-            "name": fields["name"],
-            "isAdmin": fields["is_admin"],
-            "createdAt": iso(fields["created_at"]),
-        }
-        return Bootstrap(
-            User(**fields), [_team(row) for row in teams], [_task(row) for row in tasks], user_wire
-        )
+        teams_wire, tasks_wire = [_team(row) for row in teams], [_task(row) for row in tasks]
+        return Bootstrap(Account.of_row(users[0]), teams_wire, tasks_wire)
+
+    async def account(self, user_id: int) -> Account | None:
+        """The account of a user id (no ORM object), or None."""
+        (rows,) = await self._db.select((ACCOUNT, {"user_id": user_id}))
+        return Account.of_row(rows[0]) if rows else None
 
 
 def _team(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import text
 
-from huddle.errors import BackendUnavailable, DatabaseUnavailable, TokenInvalid
+from huddle.errors import BackendUnavailable, DatabaseUnavailable
 from huddle.events.types import StaleData
 from huddle.gateway.sources.base import (
     MAX_TASKS,
@@ -25,15 +27,30 @@ from huddle.gateway.sources.base import (
     fallback,
 )
 from huddle.gateway.sources.recovery import RecoveryWatch
-from huddle.schemas import UserOut, wire
 from huddle.security.tokens import Claims
 from huddle.services.events import EventService
+from huddle.services.users import Account
 
 if TYPE_CHECKING:
     from huddle.runtime import Runtime
 
-USER_WIRE_CACHE_SIZE = 10_000
-"""User rows whose wire form is kept (the size of `AuthService`'s row cache)."""
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A user's cached data, as one JSON document: a few hundred bytes per user instead of
+    the dicts' few kilobytes (a gateway keeps an entry per user who connected lately)."""
+
+    stored_at: float
+    team_ids: tuple[int, ...]
+    data: bytes
+    """`[teams, tasks]` in wire form, as JSON."""
+
+
+def _unpack(account: Account, entry: _Entry) -> UserData:
+    # The user's own part comes from the account, which reloads on its own schedule
+    # (and at once when the account changes), never from this entry.
+    teams, tasks = orjson.loads(entry.data)
+    return UserData(account.wire(), teams, tasks)
 
 
 class InProcessSource:
@@ -54,9 +71,8 @@ class InProcessSource:
         self._events = EventService(runtime.db)
         self._watch = RecoveryWatch(self._probe, interval=probe_interval)
         self._ttl = cache_ttl
-        self._cache: dict[int, tuple[float, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        self._cache: dict[int, _Entry] = {}
         self._members: dict[int, set[int]] = {}  # team id -> cached users in it
-        self._user_wires: dict[int, tuple[Any, dict[str, Any]]] = {}  # id -> (row, wire)
         self._generation = 0  # bumped by every invalidation; a fetch older than it stores nothing
 
     @property
@@ -64,16 +80,20 @@ class InProcessSource:
         return self._watch.healthy
 
     async def fetch(self, claims: Claims, token: str) -> UserData:
-        # The warm path — user row and teams and tasks all cached — does no I/O,
-        # so it needs no timeout (arming one costs more than the rest of it).
         user_id = claims.user_id
-        user = self._runtime.auth.cached_user_for_claims(claims)
-        if user is not None:
-            warm = self._from_cache(user_id, user)
-            if warm is not None:
-                return warm
+        # The warm path — account and data both cached — does no I/O, so it needs
+        # no timeout (arming one costs more than the rest of it).
+        account = self._runtime.auth.cached_user_for_claims(claims)
+        entry = self._entry(user_id)
+        if account is not None and entry is not None:
+            self._watch.succeeded()
+            return _unpack(account, entry)
         try:
             async with asyncio.timeout(self._timeout):
+                if entry is not None:
+                    account = await self._runtime.auth.user_for_claims(claims)
+                    self._watch.succeeded()
+                    return _unpack(account, entry)
                 generation = self._generation
                 read = await self._runtime.users.bootstrap(
                     user_id, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
@@ -85,43 +105,25 @@ class InProcessSource:
             self._watch.failed("fetch", "timeout")
             return fallback(user_id)
         self._watch.succeeded()
-        user = self._runtime.auth.admit(read.user, claims)
+        account = self._runtime.auth.admit(read.user, claims)
         if generation == self._generation:
             self._remember(user_id, read.teams, read.tasks)
-        return UserData(self._user_wire(user, read.user_wire), read.teams, read.tasks)
+        return UserData(account.wire(), read.teams, read.tasks)
 
-    def _from_cache(self, user_id: int, user: Any) -> UserData | None:
-        """The user's data from the warm cache, or None when it is not (or no longer) there."""
-        if user.id != user_id:
-            raise TokenInvalid()
-        cached = self._cache.get(user_id)
-        if cached is None or time.monotonic() - cached[0] >= self._ttl:
+    def _entry(self, user_id: int) -> _Entry | None:
+        entry = self._cache.get(user_id)
+        if entry is None or time.monotonic() - entry.stored_at >= self._ttl:
             return None
-        self._watch.succeeded()
-        return UserData(self._user_wire(user), cached[1], cached[2])
-
-    def _user_wire(self, user: Any, known: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The wire form of a user row (`known` when the read built it), once per row object.
-
-        `AuthService` hands out the same cached row until it reloads or drops
-        it; a reloaded row is a new object and gets a new wire form.
-        """
-        entry = self._user_wires.get(user.id)
-        if entry is not None and entry[0] is user:
-            return entry[1]
-        user_wire = known if known is not None else wire(UserOut.model_validate(user))
-        if len(self._user_wires) >= USER_WIRE_CACHE_SIZE:
-            self._user_wires.pop(next(iter(self._user_wires)))
-        self._user_wires[user.id] = (user, user_wire)
-        return user_wire
+        return entry
 
     def _remember(
         self, user_id: int, teams: list[dict[str, Any]], tasks: list[dict[str, Any]]
     ) -> None:
         self._drop(user_id)
-        self._cache[user_id] = (time.monotonic(), teams, tasks)
-        for team in teams:
-            self._members.setdefault(int(team["id"]), set()).add(user_id)
+        team_ids = tuple(int(team["id"]) for team in teams)
+        self._cache[user_id] = _Entry(time.monotonic(), team_ids, orjson.dumps((teams, tasks)))
+        for team_id in team_ids:
+            self._members.setdefault(team_id, set()).add(user_id)
 
     async def rotate(self, refresh_token: str) -> RefreshedTokens:
         # No timeout here: cancelling a redemption half way could spend the
@@ -157,12 +159,12 @@ class InProcessSource:
         entry = self._cache.pop(user_id, None)
         if entry is None:
             return
-        for team in entry[1]:
-            members = self._members.get(int(team["id"]))
+        for team_id in entry.team_ids:
+            members = self._members.get(team_id)
             if members is not None:
                 members.discard(user_id)
                 if not members:
-                    del self._members[int(team["id"])]
+                    del self._members[team_id]
 
     def on_recovered(self, callback: RecoveredCallback) -> None:
         self._watch.on_recovered(callback)
