@@ -81,10 +81,14 @@ def limit_poll_bodies(app: ASGIApp, max_payload: int, path: str = "/socket.io/")
     to engine.io from memory.
     """
 
-    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+    def dispatch(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: a WebSocket, open for hours, keeps no frame of
+        # this wrapper alive (each kept frame is memory per connection).
         if scope["type"] != "http" or scope.get("method") != "POST" or scope["path"] != path:
-            await app(scope, receive, send)
-            return
+            return app(scope, receive, send)
+        return limited(scope, receive, send)
+
+    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope.get("headers") or ():
             if name == b"content-length" and (not value.isdigit() or int(value) > max_payload):
                 await _too_large(send)
@@ -111,7 +115,7 @@ def limit_poll_bodies(app: ASGIApp, max_payload: int, path: str = "/socket.io/")
 
         await app(scope, replay, send)
 
-    return limited
+    return dispatch
 
 
 ENGINE_PACKET_TYPES = frozenset("0123456")
@@ -129,10 +133,10 @@ def refuse_junk_frames(app: ASGIApp) -> ASGIApp:
     and make the same check.
     """
 
-    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+    def guarded(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself, so that no frame of it stays alive per WebSocket.
         if scope["type"] != "websocket":
-            await app(scope, receive, send)
-            return
+            return app(scope, receive, send)
 
         async def checked() -> Message:
             message = await receive()
@@ -144,7 +148,7 @@ def refuse_junk_frames(app: ASGIApp) -> ASGIApp:
                     return {"type": "websocket.disconnect", "code": 1002}
             return message
 
-        await app(scope, checked, send)
+        return app(scope, checked, send)
 
     return guarded
 
