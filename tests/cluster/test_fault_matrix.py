@@ -14,6 +14,7 @@ leaves the deployment whole again.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -285,3 +286,223 @@ async def test_postgres_unreachable(deployment: Deployment, drop: bool) -> None:
         finally:
             for probe in probes:
                 await probe.close()
+
+
+def last_event_id(probe: SocketProbe) -> int:
+    """The newest `eventId` this client has seen (what it sends back to resume)."""
+    ids = [
+        data["eventId"] for _, data in probe.events if isinstance(data, dict) and "eventId" in data
+    ]
+    return max(ids, default=0)
+
+
+async def test_redis_stopped(deployment: Deployment) -> None:
+    """Writes keep succeeding; gateways' /readyz names Redis; when Redis is back (empty, as
+    after a crash) the backlog reaches both gateways by itself, and a client that left
+    during the outage resumes by replay: 0 events lost."""
+    d = deployment
+    timeline = Timeline("redis stopped")
+    async with httpx.AsyncClient(base_url=d.api.url, timeout=30) as client:
+        team, (owner, mate, leaver) = await team_with_members(client, 3)
+        probes = [await listen(d.gateways[0].url, owner), await listen(d.gateways[1].url, mate)]
+        left = await listen(d.gateways[1].url, leaver)
+        stop = asyncio.Event()
+        writer = Writer(client, team["id"], owner, timeline)
+        background = [
+            asyncio.create_task(writer.run()),
+            asyncio.create_task(poll_readyz(timeline, "api", d.api.url, stop)),
+            asyncio.create_task(poll_readyz(timeline, "gateway", d.gateways[1].url, stop)),
+        ]
+        resumed: SocketProbe | None = None
+        try:
+            await until(lambda: len(created(left, team["id"])) >= 5, timeout=10)
+            timeline.fault()
+            await asyncio.to_thread(d.redis.stop)
+            resume_from = last_event_id(left)
+            await left.close()  # a client that goes away during the outage
+            await asyncio.sleep(OUTAGE)
+            acked_during = len(writer.acknowledged)
+            await asyncio.to_thread(d.redis.start)
+            timeline.restored()
+            restored_at = timeline.restored_at or 0.0
+            acked = set(writer.acknowledged)  # at least everything written while Redis was away
+            for probe in probes:
+                await until(
+                    lambda p=probe: acked <= {e["task"]["id"] for e in created(p, team["id"])},
+                    timeout=30,
+                )
+            backlog_delivered = round(timeline.since_fault() - restored_at, 2)
+            resumed = await SocketProbe(d.gateways[1].url).connect(
+                {"token": leaver.access_token, "lastEventId": resume_from}
+            )
+            synced = await resumed.next("sync_complete", timeout=10)
+            await asyncio.sleep(1)  # live writes after the outage
+        finally:
+            writer.stop.set()
+            stop.set()
+            await asyncio.gather(*background)
+
+        try:
+            # What clients saw: every write succeeded, Redis or not.
+            assert writer.failed() == [], writer.failed()
+            gateway_ready = spans(timeline, "gateway", "redis")
+            assert gateway_ready["named_after_s"] is not None, timeline.seen
+            assert gateway_ready["named_after_s"] < restored_at, timeline.seen
+            assert gateway_ready["ready_after_restore_s"] is not None, timeline.seen
+            assert not any(p.disconnected.is_set() for p in probes)
+            acked = set(writer.acknowledged)
+            stored = await team_task_ids(client, team["id"], owner)
+            assert resumed is not None
+
+            def seen_by(*clients: SocketProbe) -> list[dict[str, Any]]:
+                return [e for c in clients for e in created(c, team["id"])]
+
+            for clients in ((probes[0],), (probes[1],), (left, resumed)):
+                await until(lambda c=clients: acked <= {e["task"]["id"] for e in seen_by(*c)}, 15)
+            for probe in probes:
+                assert_in_order_once(created(probe, team["id"]))
+                assert {e["task"]["id"] for e in created(probe, team["id"])} == stored
+            # The client that left: what it had, then the replay and live events after it.
+            whole = seen_by(left, resumed)
+            assert_in_order_once(whole)
+            assert {e["task"]["id"] for e in whole} == stored
+            timeline.report(
+                writes=len(writer.writes),
+                writes_during_outage=acked_during,
+                failed=len(writer.failed()),
+                slowest_request_s=max(w.took for w in writer.writes),
+                gateway_readyz=gateway_ready,
+                api_readyz=spans(timeline, "api", "redis"),
+                cross_gateway_backlog_delivered_after_restore_s=backlog_delivered,
+                replayed_to_resumer=synced.get("replayed"),
+                sockets_dropped=sum(p.disconnected.is_set() for p in probes),
+                events_lost=len(stored - {e["task"]["id"] for e in whole}),
+            )
+        finally:
+            for probe in [*probes, left, resumed]:
+                if probe is not None:
+                    await probe.close()
+
+
+async def test_gateway_killed(deployment: Deployment) -> None:
+    """A gateway SIGKILLed mid-stream: its clients resume on the other gateway with their
+    lastEventId and miss nothing (every event once, in order)."""
+    d = deployment
+    timeline = Timeline("gateway SIGKILLed")
+    victim, survivor = d.gateways
+    async with httpx.AsyncClient(base_url=d.api.url, timeout=30) as client:
+        team, users = await team_with_members(client, 4)
+        before = [await listen(victim.url, user) for user in users]
+        after: list[SocketProbe] = []
+        writer = Writer(client, team["id"], users[0], timeline)
+        background = asyncio.create_task(writer.run())
+        try:
+            await until(lambda: all(len(created(p, team["id"])) >= 5 for p in before), timeout=10)
+            timeline.fault()
+            await asyncio.to_thread(victim.stop, signal.SIGKILL)
+
+            async def resume(probe: SocketProbe, user: TestUser) -> tuple[SocketProbe, float]:
+                await probe.gone(timeout=10)
+                fresh = await SocketProbe(survivor.url).connect(
+                    {"token": user.access_token, "lastEventId": last_event_id(probe)}
+                )
+                await fresh.next("sync_complete", timeout=10)
+                return fresh, timeline.since_fault()
+
+            pairs = zip(before, users, strict=True)
+            results = await asyncio.gather(*(resume(p, u) for p, u in pairs))
+            after = [fresh for fresh, _ in results]
+            await asyncio.sleep(1)  # live writes after the resume
+        finally:
+            writer.stop.set()
+            await background
+            victim.launch()
+            await asyncio.to_thread(victim.wait_healthy)
+
+        try:
+            assert writer.failed() == [], writer.failed()
+            acked = set(writer.acknowledged)
+            stored = await team_task_ids(client, team["id"], users[0])
+            for old, new in zip(before, after, strict=True):
+                await until(
+                    lambda p=new, o=old: (
+                        acked
+                        <= {
+                            e["task"]["id"] for e in created(o, team["id"]) + created(p, team["id"])
+                        }
+                    ),
+                    timeout=15,
+                )
+                whole = created(old, team["id"]) + created(new, team["id"])
+                assert_in_order_once(whole)
+                assert {e["task"]["id"] for e in whole} == stored
+            timeline.report(
+                writes=len(writer.writes),
+                failed=len(writer.failed()),
+                clients=len(before),
+                resumed_with_sync_complete_s=max(at for _, at in results),
+                events_lost=0,
+            )
+        finally:
+            for probe in [*before, *after]:
+                await probe.close()
+
+
+async def test_api_stopped(deployment: Deployment) -> None:
+    """The API stopped: open sockets stay, a newcomer's `authenticated` arrives `degraded`,
+    the gateway's /readyz names the backend, and `data_refreshed` follows the API's return."""
+    d = deployment
+    timeline = Timeline("api stopped")
+    async with httpx.AsyncClient(base_url=d.api.url, timeout=30) as client:
+        team, (owner, mate) = await team_with_members(client, 2)
+        task = await Factory(client).task(team["id"], owner, assigneeId=mate.id)
+        staying = await listen(d.gateways[0].url, owner)
+        stop = asyncio.Event()
+        poller = asyncio.create_task(poll_readyz(timeline, "gateway", d.gateways[1].url, stop))
+        newcomer: SocketProbe | None = None
+        try:
+            timeline.fault()
+            await asyncio.to_thread(d.api.stop)
+            with pytest.raises(httpx.ConnectError):
+                await client.get("/healthz")
+            started = time.monotonic()
+            newcomer = await SocketProbe(d.gateways[1].url).connect({"token": mate.access_token})
+            hello = await newcomer.next("authenticated", timeout=10)
+            hello_took = round(time.monotonic() - started, 2)
+            await asyncio.sleep(OUTAGE)
+            d.api.launch()
+            await asyncio.to_thread(d.api.wait_healthy)
+            timeline.restored()
+            restored_at = timeline.restored_at or 0.0
+            refreshed = await newcomer.next("data_refreshed", timeout=45)
+            refreshed_after = round(timeline.since_fault() - restored_at, 2)
+            later = await Factory(client).task(team["id"], owner)
+            for probe in (staying, newcomer):
+                got = await probe.next("task_created", timeout=10)
+                assert got["task"]["id"] == later["id"]
+        finally:
+            stop.set()
+            await poller
+        try:
+            assert hello["degraded"] is True and hello["user"]["id"] == mate.id
+            assert hello_took < 5
+            assert [t["id"] for t in refreshed["teams"]] == [team["id"]]
+            assert [t["id"] for t in refreshed["tasks"]] == [task["id"]]
+            gateway_ready = spans(timeline, "gateway", "backend")
+            assert gateway_ready["named_after_s"] is not None, timeline.seen
+            assert gateway_ready["named_after_s"] < restored_at, timeline.seen
+            assert not staying.disconnected.is_set()
+            timeline.report(
+                rest="connection refused while stopped (a load balancer's other API takes it)",
+                newcomer_authenticated_s=hello_took,
+                newcomer_degraded=hello["degraded"],
+                newcomer_teams_while_down=len(hello["teams"]),
+                data_refreshed_after_restore_s=refreshed_after,
+                gateway_readyz=gateway_ready,
+                sockets_dropped=int(staying.disconnected.is_set()),
+                events_lost=0,
+            )
+        finally:
+            for probe in (staying, newcomer):
+                if probe is not None:
+                    await probe.close()
