@@ -16,6 +16,17 @@ from huddle.config import Settings
 _JSON: dict[str, Any] = {"json_serializer": wirejson.dumps, "json_deserializer": wirejson.loads}
 
 
+PG_CONNECT_TIMEOUT = 2.0
+"""Seconds to open a PostgreSQL connection (a reachable server answers in milliseconds)."""
+PG_COMMAND_TIMEOUT = 3.0
+"""Seconds any one statement may take (asyncpg's `command_timeout`). Without it a
+connection whose packets are silently dropped (a partition, a dead host) holds its
+request until TCP gives up, minutes later; with it the request answers 503
+`DATABASE_UNAVAILABLE` (docs/operations.md, "Fault matrix")."""
+PG_POOL_TIMEOUT = 5.0
+"""Seconds a request waits for a pooled connection before answering 503."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the one writer; busy_timeout makes writers queue
@@ -59,8 +70,8 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_size=10,
         max_overflow=10,
         pool_pre_ping=True,
-        pool_timeout=5,
-        connect_args={"timeout": 5},
+        pool_timeout=PG_POOL_TIMEOUT,
+        connect_args={"timeout": PG_CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT},
         **_JSON,
     )
 
