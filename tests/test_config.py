@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from huddle.config import load_settings
+from huddle.config import Settings, load_settings
 from huddle.errors import ConfigError
 
 HUDDLE = [sys.executable, "-m", "huddle.cli"]
@@ -38,6 +38,9 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
         ({"JWT_SECRET": GOOD_SECRET, "JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
         ({"JWT_SECRET": GOOD_SECRET, "PORT": "http"}, "PORT"),
         ({"JWT_SECRET": GOOD_SECRET, "TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"),
+        ({"JWT_SECRET": GOOD_SECRET, "SERVICE_TOKEN": "short-service-token"}, "SERVICE_TOKEN"),
+        ({"JWT_SECRET": GOOD_SECRET, "SERVICE_TOKEN": "s" * 40}, "SERVICE_TOKEN"),
+        ({"JWT_SECRET": GOOD_SECRET, "SERVICE_TOKEN": GOOD_SECRET}, "SERVICE_TOKEN"),
     ],
 )
 def test_production_refuses_bad_settings_with_one_line(
@@ -53,6 +56,34 @@ def test_production_refuses_bad_settings_with_one_line(
     assert "Traceback" not in result.stderr
     if "JWT_SECRET" in env:
         assert env["JWT_SECRET"] not in result.stderr
+    if "SERVICE_TOKEN" in env:
+        assert env["SERVICE_TOKEN"] not in result.stderr
+
+
+def test_the_service_credential_is_derived_apart_from_the_jwt_secret(tmp_path: Path) -> None:
+    """No SERVICE_TOKEN with HS256: every process sharing JWT_SECRET derives the same
+    credential, which is neither the secret nor anything a token could be."""
+    settings = Settings(
+        _env_file=None, app_env="test", huddle_data_dir=tmp_path, jwt_secret=GOOD_SECRET
+    )  # type: ignore[call-arg]
+    again = Settings(
+        _env_file=None, app_env="test", huddle_data_dir=tmp_path, jwt_secret=GOOD_SECRET
+    )  # type: ignore[call-arg]
+    other = Settings(
+        _env_file=None, app_env="test", huddle_data_dir=tmp_path, jwt_secret=GOOD_SECRET + "x"
+    )  # type: ignore[call-arg]
+    credential = settings.service_credential()
+    assert credential is not None and credential == again.service_credential()
+    assert credential != other.service_credential()
+    assert GOOD_SECRET not in credential and "." not in credential
+    given = Settings(
+        _env_file=None,
+        app_env="test",
+        huddle_data_dir=tmp_path,
+        jwt_secret=GOOD_SECRET,
+        service_token="t" * 8,
+    )  # type: ignore[call-arg]
+    assert given.service_credential() == "t" * 8
 
 
 def test_gateway_without_backend_url_is_one_line(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ one line naming the variable, so the process can stop without a traceback.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import secrets
@@ -28,6 +30,8 @@ SAMPLE_SECRETS = frozenset(
         "secret",
     }
 )
+SERVICE_CREDENTIAL_LABEL = b"huddle/service-credential/v1"
+"""The HMAC message the derived service credential is made with (not a JWT's signing input)."""
 MIN_SECRET_BYTES = 32
 MIN_SECRET_DISTINCT = 8
 """Distinct characters a production JWT_SECRET must have (any random one has far more)."""
@@ -126,6 +130,10 @@ class Settings(BaseSettings):
     max_payload: int = Field(65_536, gt=0)
     # Bearer token for /metrics in production; without one, /metrics answers loopback only.
     metrics_token: str | None = Field(None, repr=False)
+    # The credential `huddle gateway` shows the API's internal routes (batched
+    # bootstrap). Unset with an HMAC JWT_ALGORITHM: derived from JWT_SECRET
+    # (`service_credential`); unset with an asymmetric one: no internal routes.
+    service_token: str | None = Field(None, repr=False)
     # Largest REST request body in bytes (413 above it; api/middleware.py BodyLimit).
     max_body: int = Field(1_048_576, gt=0)
 
@@ -199,6 +207,21 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"JWT_SECRET: {weakness}; generate one with `openssl rand -base64 48`"
                     )
+            if self.service_token is not None:
+                if len(self.service_token.encode()) < MIN_SECRET_BYTES:
+                    raise ValueError(
+                        f"SERVICE_TOKEN: must be at least {MIN_SECRET_BYTES} bytes in production"
+                    )
+                weakness = weak_secret(self.service_token)
+                if weakness is not None:
+                    raise ValueError(
+                        f"SERVICE_TOKEN: {weakness}; generate one with `openssl rand -base64 48`"
+                    )
+        if self.service_token is not None:
+            if not self.service_token:
+                raise ValueError("SERVICE_TOKEN: empty; leave it unset or give a secret")
+            if self.service_token == self.jwt_secret:
+                raise ValueError("SERVICE_TOKEN: must differ from JWT_SECRET")
         if self.jwt_algorithm not in HMAC_ALGORITHMS and self.jwt_public_key_file is None:
             raise ValueError(f"JWT_PUBLIC_KEY_FILE: required for {self.jwt_algorithm}")
         return self
@@ -237,6 +260,25 @@ class Settings(BaseSettings):
             return self.hmac_secret()
         assert self.jwt_public_key_file is not None  # guaranteed by _production_rules
         return _read_key("JWT_PUBLIC_KEY_FILE", self.jwt_public_key_file)
+
+    def service_credential(self) -> str | None:
+        """What `huddle gateway` sends the API's internal routes, or None (no such routes).
+
+        SERVICE_TOKEN when set. Otherwise, with an HMAC JWT_ALGORITHM, a key
+        derived from JWT_SECRET (HMAC-SHA256 under a label of its own): every
+        process that verifies tokens already holds the secret, so split mode
+        needs no new setting, while the credential itself cannot sign a token
+        nor give back the secret, and is never a JWT. With an asymmetric
+        algorithm a gateway holds only the public key: no credential unless
+        SERVICE_TOKEN is given.
+        """
+        if self.service_token:
+            return self.service_token
+        if self.jwt_algorithm not in HMAC_ALGORITHMS:
+            return None
+        return hmac.new(
+            self.hmac_secret().encode(), SERVICE_CREDENTIAL_LABEL, hashlib.sha256
+        ).hexdigest()
 
     def hmac_secret(self) -> str:
         """JWT_SECRET, or in development one generated once into the data directory."""

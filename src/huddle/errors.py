@@ -148,6 +148,22 @@ class Forbidden(HuddleError):
     default_message = "You may not do this."
 
 
+class ServiceCredentialRequired(HuddleError):
+    """An internal route (`/api/internal/…`) called with a user's token: never accepted."""
+
+    code = "SERVICE_CREDENTIAL_REQUIRED"
+    status = 403
+    default_message = "This route takes the service credential, not a user token."
+
+
+class ServiceCredentialInvalid(HuddleError):
+    """An internal route called without the service credential, or with a wrong one."""
+
+    code = "SERVICE_CREDENTIAL_INVALID"
+    status = 401
+    default_message = "The service credential is missing or wrong."
+
+
 class NotFound(HuddleError):
     """The resource does not exist, or the caller may not see it."""
 

@@ -67,6 +67,11 @@ BACKEND_LATENCY = Histogram(
 BACKEND_FAILURES = Counter(
     "huddle_gateway_backend_failures_total", "Failed backend requests, by reason", ["reason"]
 )
+BACKEND_BATCH_SIZE = Histogram(
+    "huddle_gateway_backend_batch_size",
+    "Sockets per batched bootstrap request to BACKEND_URL",
+    buckets=(1, 2, 5, 10, 20, 50, 100),
+)
 BREAKER_STATE = Gauge(
     "huddle_gateway_circuit_breaker_state", "Backend circuit breaker: 0 closed, 1 half-open, 2 open"
 )

@@ -13,7 +13,7 @@ from huddle.api import errors
 from huddle.api.apidocs import mount_docs
 from huddle.api.middleware import BodyLimit, RequestContext
 from huddle.api.openapi import finish_schema
-from huddle.api.routes import auth, events, tasks, teams, users
+from huddle.api.routes import auth, events, internal, tasks, teams, users
 from huddle.config import Settings
 from huddle.runtime import Runtime
 
@@ -70,6 +70,10 @@ def create_api(
         ops.router,
     ):
         app.include_router(router)
+    # The gateways' internal routes, only where there is a credential to admit them by.
+    app.state.service_credential = settings.service_credential()
+    if app.state.service_credential is not None:
+        app.include_router(internal.router)
     mount_docs(app)
     if settings.bench_endpoints:
         from huddle.api.routes import bench

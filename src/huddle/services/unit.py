@@ -23,6 +23,8 @@ from huddle.events.bus import EventBus
 from huddle.events.envelope import Envelope
 from huddle.metrics import EVENTS_WRITTEN_BY_TYPE
 
+_CORE = CoreQueries()
+
 
 def is_unavailable(exc: BaseException) -> bool:
     """True when a database error means "cannot reach the database", not a bad query."""
@@ -100,11 +102,16 @@ class Database:
             await self.bus.publish(unit.events)
 
     async def select(
-        self, *queries: tuple[ClauseElement, Mapping[str, Any]]
+        self, *queries: tuple[ClauseElement, Mapping[str, Any]], prepared: bool = True
     ) -> list[list[tuple[Any, ...]]]:
         """The rows of each (statement, parameters), read in one session and one hop
-        into SQLAlchemy's sync layer (see `huddle.db.queries`)."""
-        runner = self.queries
+        into SQLAlchemy's sync layer (see `huddle.db.queries`).
+
+        `prepared=False`: through SQLAlchemy Core even when the accel module
+        prepares statements (it compiles a statement once, so it cannot take an
+        expanding `IN` parameter).
+        """
+        runner = self.queries if prepared else _CORE
 
         def read(connection: Connection) -> list[list[tuple[Any, ...]]]:
             return [runner.rows(connection, statement, params) for statement, params in queries]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, select
+from sqlalchemy import Integer, bindparam, func, select
 
 from huddle.clock import iso
 from huddle.db.models import Membership, Task, Team, User
@@ -43,6 +43,59 @@ _TASKS = (
     .where(Task.assignee_id == bindparam("user_id"))
     .order_by(Task.id)
     .limit(bindparam("limit_tasks", type_=Integer))
+)
+
+# The same reads for a batch of users (`bootstrap_many`): `IN` over the ids, and
+# each user's first `limit` teams and tasks by id picked with ROW_NUMBER().
+_USERS_IN = select(*User.__table__.columns).where(
+    User.id.in_(bindparam("user_ids", expanding=True))
+)
+_TEAMS_RANKED = (
+    select(
+        Membership.user_id,
+        Team.id,
+        Team.name,
+        Team.description,
+        Team.created_at,
+        Membership.role,
+        func.row_number().over(partition_by=Membership.user_id, order_by=Team.id).label("rank"),
+    )
+    .join(Membership, Membership.team_id == Team.id)
+    .where(Membership.user_id.in_(bindparam("user_ids", expanding=True)))
+    .subquery()
+)
+_TEAMS_IN = (
+    select(*(c for c in _TEAMS_RANKED.c if c.key != "rank"))
+    .where(_TEAMS_RANKED.c.rank <= bindparam("limit", type_=Integer))
+    .order_by(_TEAMS_RANKED.c.user_id, _TEAMS_RANKED.c.id)
+)
+_TASKS_RANKED = (
+    select(
+        Task.id,
+        Task.team_id,
+        Task.title,
+        Task.description,
+        Task.status,
+        Task.priority,
+        Task.assignee_id,
+        Task.due_date,
+        Task.created_by,
+        Task.created_at,
+        Task.updated_at,
+        Task.version,
+        func.row_number().over(partition_by=Task.assignee_id, order_by=Task.id).label("rank"),
+    )
+    .join(
+        Membership,
+        (Membership.team_id == Task.team_id) & (Membership.user_id == Task.assignee_id),
+    )
+    .where(Task.assignee_id.in_(bindparam("user_ids", expanding=True)))
+    .subquery()
+)
+_TASKS_IN = (
+    select(*(c for c in _TASKS_RANKED.c if c.key != "rank"))
+    .where(_TASKS_RANKED.c.rank <= bindparam("limit_tasks", type_=Integer))
+    .order_by(_TASKS_RANKED.c.assignee_id, _TASKS_RANKED.c.id)
 )
 
 
@@ -127,6 +180,39 @@ class UserService:
         """The account of a user id (no ORM object), or None."""
         (rows,) = await self._db.select((ACCOUNT, {"user_id": user_id}))
         return Account.of_row(rows[0]) if rows else None
+
+    async def bootstrap_many(
+        self, user_ids: list[int], *, max_teams: int, max_tasks: int
+    ) -> dict[int, Bootstrap]:
+        """`bootstrap` for many users in one read: the same three statements over
+        all the ids at once (one set of statements per batch, not per user).
+
+        Users that do not exist are absent from the answer. Run through
+        SQLAlchemy Core (`prepared=False`): the `IN` list's length varies, and
+        one compilation per batch is small next to a batch's rows.
+        """
+        ids = sorted(set(user_ids))
+        if not ids:
+            return {}
+        users, teams, tasks = await self._db.select(
+            (_USERS_IN, {"user_ids": ids}),
+            (_TEAMS_IN, {"user_ids": ids, "limit": max_teams}),
+            (_TASKS_IN, {"user_ids": ids, "limit_tasks": max_tasks}),
+            prepared=False,
+        )
+        teams_of: dict[int, list[dict[str, Any]]] = {}
+        for row in teams:
+            teams_of.setdefault(row[0], []).append(_team(row[1:]))
+        tasks_of: dict[int, list[dict[str, Any]]] = {}
+        for row in tasks:
+            tasks_of.setdefault(row[6], []).append(_task(row))
+        out: dict[int, Bootstrap] = {}
+        for row in users:
+            account = Account.of_row(row)
+            out[account.id] = Bootstrap(
+                account, teams_of.get(account.id, []), tasks_of.get(account.id, [])
+            )
+        return out
 
 
 def _team(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from huddle.errors import (
 )
 from huddle.events import outbox
 from huddle.events.types import StaleData
+from huddle.gateway.sources.base import UserData
 from huddle.gateway.sources.breaker import BreakerState
 from huddle.gateway.sources.http import HttpSource
 from huddle.gateway.sources.inprocess import InProcessSource
@@ -136,8 +137,10 @@ async def test_fetch_follows_every_page_of_teams_and_tasks(
 
 
 async def test_fetch_raises_the_backends_answer_about_the_token(
-    source: HttpSource, factory: Factory, client: httpx.AsyncClient
+    tmp_path: Path, relay: TcpRelay, factory: Factory, client: httpx.AsyncClient
 ) -> None:
+    """The three-request path (an API without the batched route): the token is forwarded."""
+    source = make_source(tmp_path, relay.url, batch=False)
     user = await factory.user()
     expired = jwt.encode(
         {"sub": str(user.id), "type": "access", "iat": time.time() - 999, "exp": time.time() - 99},
@@ -155,6 +158,54 @@ async def test_fetch_raises_the_backends_answer_about_the_token(
     with pytest.raises(TokenRevoked):
         await source.fetch(claims(user.id), user.access_token)
     # Answers about tokens are not backend failures.
+    assert source.breaker.state is BreakerState.CLOSED and source.healthy
+    await source.stop()
+
+
+def claims_of(token: str) -> Claims:
+    """The claims the gateway verifies a token into."""
+    payload = jwt.decode(token, SECRET, algorithms=["HS256"])
+    return Claims(
+        int(payload["sub"]), payload["iat"], payload["exp"], payload["jti"], payload["fam"]
+    )
+
+
+async def test_batched_fetches_get_each_sockets_own_answer(
+    source: HttpSource, factory: Factory, client: httpx.AsyncClient
+) -> None:
+    """Concurrent fetches share bootstrap requests; each gets its own data or refusal."""
+    users = [await factory.user() for _ in range(4)]
+    team = await factory.team(users[0])
+    await factory.member(team["id"], users[0], users[1])
+    await factory.task(team["id"], users[0], assigneeId=users[1].id)
+    revoked, family_gone = await factory.user(), await factory.user()
+    revoked_claims, family_claims = (
+        claims_of(revoked.access_token),
+        claims_of(family_gone.access_token),
+    )
+    await client.post("/api/auth/logout-all", headers=revoked.headers)
+    await client.post("/api/auth/logout", json={"refresh_token": family_gone.refresh_token})
+    batches = REGISTRY.get_sample_value("huddle_gateway_backend_batch_size_count") or 0.0
+    results = await asyncio.gather(
+        *(source.fetch(claims_of(u.access_token), u.access_token) for u in users),
+        source.fetch(revoked_claims, revoked.access_token),
+        source.fetch(family_claims, family_gone.access_token),
+        source.fetch(claims(2**31 - 1), "unused"),  # no such user
+        return_exceptions=True,
+    )
+    assert (
+        REGISTRY.get_sample_value("huddle_gateway_backend_batch_size_count") or 0
+    ) - batches == 1
+    for user, data in zip(users, results[:4], strict=True):
+        assert isinstance(data, UserData) and not data.degraded
+        assert data.user == (await client.get("/api/users/me", headers=user.headers)).json()
+    assert isinstance(results[0], UserData) and [t["id"] for t in results[0].teams] == [team["id"]]
+    assert isinstance(results[1], UserData) and [t["assigneeId"] for t in results[1].tasks] == [
+        users[1].id
+    ]
+    assert isinstance(results[2], UserData) and results[2].teams == results[2].tasks == []
+    assert isinstance(results[4], TokenRevoked) and isinstance(results[5], TokenRevoked)
+    assert isinstance(results[6], TokenInvalid)
     assert source.breaker.state is BreakerState.CLOSED and source.healthy
 
 

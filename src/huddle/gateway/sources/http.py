@@ -1,7 +1,16 @@
 """`HttpSource`: the gateway's user data from the REST API at BACKEND_URL.
 
-Each call carries the user's own access token, so the API applies the same
-rules to the gateway as to the user. One pooled `httpx.AsyncClient`;
+A socket's data (`fetch`) comes from `POST /api/internal/bootstrap` with the
+service credential (`Settings.service_credential`): concurrent fetches are
+coalesced (`batch.Coalescer`, a 2 ms window and while a batch is in flight)
+into one request of up to 100 sockets' verified claims, and the API admits
+each as it would the token itself (unknown or disabled user, revoked user or
+family: the matching AuthError for that socket alone). Without a credential,
+or when the API answers 404 (an older API, or one without a credential) or
+refuses the credential, fetches go the old way for `DECLINED_FOR` seconds:
+three requests with the user's own token (`/users/me`, `/users/{id}/teams`,
+`/users/{id}/tasks`). Refresh and replay always carry the user's own token,
+so the API applies the same rules to the gateway as to the user. One pooled `httpx.AsyncClient`;
 BACKEND_TIMEOUT bounds each call (all the requests of a `fetch` together);
 a connection error is retried once (the request never reached the API, so
 this is safe even for a refresh); a `CircuitBreaker` stops calls to a dead
@@ -10,8 +19,9 @@ backend; a `UserDataCache` keeps the last good data for degraded answers; a
 callbacks when the API answers again. The contract is in `huddle.gateway.sources.base`.
 
 Metrics: `huddle_gateway_backend_request_seconds{endpoint}` per HTTP request
-(endpoints `users_me`, `user_teams`, `user_tasks`, `auth_refresh`, `events`,
-`readyz`), `huddle_gateway_backend_failures_total{reason}` per failed call
+(endpoints `bootstrap`, `users_me`, `user_teams`, `user_tasks`, `auth_refresh`,
+`events`, `readyz`), `huddle_gateway_backend_batch_size` per bootstrap batch,
+`huddle_gateway_backend_failures_total{reason}` per failed call (a batch is one)
 (`connect`, `timeout`, `transport`, `http_5xx`, `http_4xx`, `bad_response`,
 `not_ready`, `breaker_open`), `huddle_gateway_circuit_breaker_state`.
 """
@@ -50,11 +60,12 @@ from huddle.gateway.sources.base import (
     UserData,
     fallback,
 )
+from huddle.gateway.sources.batch import Coalescer
 from huddle.gateway.sources.breaker import CircuitBreaker
 from huddle.gateway.sources.cache import UserDataCache
 from huddle.gateway.sources.recovery import RecoveryWatch
 from huddle.logging import get_logger
-from huddle.metrics import BACKEND_FAILURES, BACKEND_LATENCY
+from huddle.metrics import BACKEND_BATCH_SIZE, BACKEND_FAILURES, BACKEND_LATENCY
 from huddle.security.tokens import Claims
 
 log = get_logger("huddle.gateway.sources.http")
@@ -62,6 +73,17 @@ log = get_logger("huddle.gateway.sources.http")
 T = TypeVar("T")
 
 PAGE_SIZE = 100  # the REST API's largest page
+MAX_BATCH = 100  # sockets per bootstrap request (the API's limit)
+BATCH_WINDOW = 0.002
+"""Seconds a bootstrap batch gathers fetches before it is sent (when none is in flight)."""
+BATCH_GRACE = 0.05
+"""Seconds past BACKEND_TIMEOUT a socket waits for its batch to time out on its own."""
+DECLINED_FOR = 60.0
+"""Seconds the three-request path serves after the API declined the batched route."""
+BOOTSTRAP_PATH = "/api/internal/bootstrap"
+
+SessionKey = tuple[int, float, str | None]
+"""What the API admits a socket by: user id, `iat`, refresh family."""
 
 _TOKEN_ERRORS: dict[str, type[AuthError]] = {
     "TOKEN_EXPIRED": TokenExpired,
@@ -83,6 +105,10 @@ class BackendFailure(Exception):
         self.reason = reason
 
 
+class BatchDeclined(Exception):
+    """The API has no batched bootstrap for this gateway (404) or refuses its credential."""
+
+
 class HttpSource:
     """User data from the REST API at BACKEND_URL, with the user's own token.
 
@@ -102,6 +128,8 @@ class HttpSource:
         cache_ttl: float = 60.0,
         probe_interval: float = 2.0,
         page_size: int = PAGE_SIZE,
+        batch_window: float = BATCH_WINDOW,
+        batch: bool = True,
     ) -> None:
         if not settings.backend_url:
             raise ConfigError("BACKEND_URL: required for huddle gateway")
@@ -123,6 +151,17 @@ class HttpSource:
         self._watch = RecoveryWatch(
             self._probe, interval=probe_interval, not_before=self.breaker.retry_in
         )
+        credential = settings.service_credential()
+        self._service_headers = (
+            {"Authorization": f"Service {credential}"} if credential and batch else None
+        )
+        self._declined_until = 0.0
+        self._batches: Coalescer[SessionKey, UserData] = Coalescer(
+            self._send_batch,
+            window=batch_window,
+            max_batch=MAX_BATCH,
+            on_batch=BACKEND_BATCH_SIZE.observe,
+        )
 
     @property
     def healthy(self) -> bool:
@@ -133,12 +172,33 @@ class HttpSource:
         user_id = claims.user_id
         started_at = time.time()
         try:
-            data = await self._call("fetch", lambda: self._fetch(user_id, token))
+            if self._batched():
+                try:
+                    data = await self._fetch_batched(claims)
+                except BatchDeclined:
+                    data = await self._call("fetch", lambda: self._fetch(user_id, token))
+            else:
+                data = await self._call("fetch", lambda: self._fetch(user_id, token))
         except BackendFailure:
             cached = await self.cache.get(user_id)
             return replace(cached, degraded=True) if cached else fallback(user_id)
         await self.cache.put(user_id, data, started_at=started_at)
         return data
+
+    def _batched(self) -> bool:
+        return self._service_headers is not None and time.monotonic() >= self._declined_until
+
+    async def _fetch_batched(self, claims: Claims) -> UserData:
+        """This socket's answer from a coalesced bootstrap request, within BACKEND_TIMEOUT."""
+        key: SessionKey = (claims.user_id, claims.issued_at, claims.family_id)
+        try:
+            # The batch keeps its oldest socket's deadline and fails (counted once) by
+            # then; this bound is only a safety net.
+            async with asyncio.timeout(self._timeout + BATCH_GRACE):
+                return await self._batches.get(key)
+        except TimeoutError:
+            self._failed("fetch", "timeout")
+            raise BackendFailure("timeout") from None
 
     async def rotate(self, refresh_token: str) -> RefreshedTokens:
         try:
@@ -165,17 +225,20 @@ class HttpSource:
 
     async def stop(self) -> None:
         await self._watch.stop()
+        await self._batches.aclose()
         await self._client.aclose()
         await self.cache.aclose()
 
     # --- one logical call: breaker, deadline, outcome -----------------------
 
-    async def _call(self, op: str, work: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, op: str, work: Callable[[], Awaitable[T]], *, budget: float | None = None
+    ) -> T:
         if not self.breaker.allow():
             BACKEND_FAILURES.labels(reason="breaker_open").inc()
             raise BackendFailure("breaker_open")
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout if budget is None else max(budget, 0)):
                 result = await work()
         except BackendFailure as exc:
             self._failed(op, exc.reason)
@@ -183,8 +246,8 @@ class HttpSource:
         except TimeoutError:
             self._failed(op, "timeout")
             raise BackendFailure("timeout") from None
-        except AuthError:
-            self._succeeded()  # the backend answered; the token is what failed
+        except (AuthError, BatchDeclined):
+            self._succeeded()  # the backend answered; the token (or the route) is what failed
             raise
         except BaseException:
             self.breaker.release()
@@ -219,9 +282,11 @@ class HttpSource:
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
         accept_5xx: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One request, retried once on a connection error; 5xx and transport errors raise."""
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+        if token:
+            headers = {"Authorization": f"Bearer {token}"}
         for attempt in (1, 2):
             started = time.perf_counter()
             try:
@@ -273,6 +338,51 @@ class HttpSource:
         if not isinstance(user, dict) or not isinstance(teams, list) or not isinstance(tasks, list):
             raise BackendFailure("bad_response")
         return UserData(user=user, teams=teams, tasks=tasks)
+
+    async def _send_batch(
+        self, keys: list[SessionKey], first_asked: float
+    ) -> dict[SessionKey, UserData | BaseException]:
+        """One bootstrap request for the keys, as one logical call (breaker, and the
+        deadline of the socket that has waited longest)."""
+        left = self._timeout - (asyncio.get_running_loop().time() - first_asked)
+        return await self._call("bootstrap", lambda: self._bootstrap(keys), budget=left)
+
+    async def _bootstrap(
+        self, keys: list[SessionKey]
+    ) -> dict[SessionKey, UserData | BaseException]:
+        body = {
+            "sessions": [
+                {"userId": user_id, "issuedAt": issued_at, "familyId": family}
+                for user_id, issued_at, family in keys
+            ]
+        }
+        response = await self._request(
+            "POST", BOOTSTRAP_PATH, "bootstrap", body=body, headers=self._service_headers
+        )
+        if response.status_code in (401, 403, 404):
+            self._declined_until = time.monotonic() + DECLINED_FOR
+            if response.status_code == 404:
+                log.info("backend_has_no_batched_bootstrap", retry_in=DECLINED_FOR)
+            else:  # the two sides hold different credentials: a configuration error
+                log.error(
+                    "service_credential_refused",
+                    status=response.status_code,
+                    code=_error_code(response),
+                    hint="give the API and every gateway the same JWT_SECRET or SERVICE_TOKEN",
+                )
+            raise BatchDeclined()
+        if response.status_code != 200:
+            log.warning(
+                "backend_unexpected_status", endpoint="bootstrap", status=response.status_code
+            )
+            raise BackendFailure("http_4xx")
+        results = _json_object(response).get("results")
+        if not isinstance(results, list) or len(results) != len(keys):
+            raise BackendFailure("bad_response")
+        out: dict[SessionKey, UserData | BaseException] = {}
+        for key, result in zip(keys, results, strict=True):
+            out[key] = _session_result(key[0], result)
+        return out
 
     async def _pages(self, path: str, endpoint: str, token: str, cap: int) -> list[dict[str, Any]]:
         """Items of a `{items, nextCursor}` list, following cursors up to `cap` items."""
@@ -338,6 +448,21 @@ class HttpSource:
         checks = _json_object(response).get("checks") if response.status_code == 503 else None
         if not isinstance(checks, dict) or checks.get("database") != "ok":
             raise BackendFailure("not_ready")
+
+
+def _session_result(user_id: int, result: Any) -> UserData | BaseException:
+    """One socket's entry of a bootstrap answer: its data, or the refusal of its token."""
+    if not isinstance(result, dict) or result.get("userId") != user_id:
+        return BackendFailure("bad_response")
+    error = result.get("error")
+    if isinstance(error, dict):
+        return _TOKEN_ERRORS.get(str(error.get("code", "")), TokenInvalid)()
+    user, teams, tasks = result.get("user"), result.get("teams"), result.get("tasks")
+    if not isinstance(user, dict) or user.get("id") != user_id:
+        return BackendFailure("bad_response")
+    if not isinstance(teams, list) or not isinstance(tasks, list):
+        return BackendFailure("bad_response")
+    return UserData(user=user, teams=teams, tasks=tasks)
 
 
 def _error_code(response: httpx.Response) -> str:
