@@ -48,8 +48,14 @@ def test_every_instance_becomes_an_upstream_server_and_the_gateways_are_sticky()
     )
     api = _upstream(config, "huddle_api")
     gateway = _upstream(config, "huddle_gateway")
-    assert re.findall(r"server (\S+);", api) == ["127.0.0.1:8001", "10.0.0.2:8002", "[::1]:8003"]
-    assert re.findall(r"server (\S+);", gateway) == ["gw-1.internal:3001", "127.0.0.1:3002"]
+    assert re.findall(r"server (\S+) ", api) == ["127.0.0.1:8001", "10.0.0.2:8002", "[::1]:8003"]
+    assert re.findall(r"server (\S+) ", gateway) == ["gw-1.internal:3001", "127.0.0.1:3002"]
+    # A restarted instance is taken back 2 s after it answers (nginx's default: 10 s).
+    assert all(
+        line.strip().endswith("max_fails=1 fail_timeout=2s;")
+        for line in (api + gateway).splitlines()
+        if line.strip().startswith("server ")
+    )
     # The whole client address picks the gateway (ip_hash would use only a /24).
     assert "hash $remote_addr consistent;" in gateway and "ip_hash" not in gateway
     assert "hash" not in api  # REST is stateless: any instance
