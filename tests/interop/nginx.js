@@ -58,6 +58,9 @@ function options(client, extra = {}) {
   if (client.transports === 'polling') opts.transports = ['polling'];
   if (client.localAddress) opts.agent = new http.Agent({ localAddress: client.localAddress, keepAlive: true });
   if (client.extraHeaders) opts.extraHeaders = client.extraHeaders;
+  // Reconnect straight over WebSocket once an upgrade has worked (docs/operations.md,
+  // "Rolling restart": a polling session does not survive its gateway coming back).
+  if (client.rememberUpgrade) opts.rememberUpgrade = true;
   return opts;
 }
 
