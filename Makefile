@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fmt bench clean node web docs-assets browser-deps
+.PHONY: install run test lint fmt bench clean node web docs-assets browser-deps nginx-deps
 
 # The web client (src/huddle/web) takes the official socket.io-client browser
 # bundle from npm, pinned by its committed lock file, into vendor/ (git-ignored).
@@ -89,6 +89,23 @@ browser-deps: $(BROWSER_STAMP)
 		fi; \
 	fi
 
+# The nginx test (tests/cluster/test_nginx.py): Debian's nginx, installed through
+# apt as root when missing (only the binary is used: the test runs its own
+# nginx process on a free port, with its own pid and log files). Where it cannot be
+# had the test skips, or fails under HUDDLE_REQUIRE_SERVICES=1.
+NGINX := /usr/sbin/nginx
+
+nginx-deps:
+	@if [ ! -x $(NGINX) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			set -e; apt-get update -qq; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null; \
+			echo "nginx test: installed $$($(NGINX) -v 2>&1)"; \
+		else \
+			echo "warning: $(NGINX) is missing and cannot be installed here (needs root and apt-get): the nginx test will skip" >&2; \
+		fi; \
+	fi
+
 $(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		set -e; cd $(BROWSER); npm ci --no-audit --no-fund --loglevel=error; touch node_modules/.installed; \
@@ -102,7 +119,7 @@ $(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json
 TEST_JOBS ?= 4
 STOCK_SUITES := tests/api tests/gateway tests/cluster tests/interop
 
-test: install lint node browser-deps
+test: install lint node browser-deps nginx-deps
 	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
 	ACCEL=off $(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile $(STOCK_SUITES)
 

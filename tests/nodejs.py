@@ -71,7 +71,8 @@ async def run_report(
     timeout: float,
     label: str,
     server_log: Callable[[], str],
-    control: Callable[[str], Awaitable[None]] | None = None,
+    control: Callable[[str], Awaitable[Any]] | None = None,
+    control_data: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """Run a Node.js driver that prints one JSON report line; its `result`, or fail the test.
 
@@ -82,10 +83,19 @@ async def run_report(
     `control` lets the driver ask the test to act mid-run (stop a server,
     start it again): a stdout line `{"control": "<name>"}` awaits
     `control(name)`, then the driver reads `{"done": "<name>"}` on stdin.
+    With `control_data` instead, the callback gets the whole line too
+    (`control_data(name, message)`: what the driver reports at that point), and
+    what it returns (if not None) goes back as `{"done": "<name>", "value": …}`.
     """
+    if control_data is None and control is not None:
+        plain = control
+
+        async def control_data(name: str, message: dict[str, Any]) -> Any:
+            return await plain(name)
+
     env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", env_name)}
     env[env_name] = json.dumps(config)
-    if control is None:
+    if control_data is None:
         try:
             done = await asyncio.to_thread(
                 subprocess.run,
@@ -112,7 +122,7 @@ async def run_report(
             env=env,
             timeout=timeout,
             label=label,
-            control=control,
+            control=control_data,
             server_log=server_log,
         )
     lines = [line for line in stdout.splitlines() if line.strip()]
@@ -139,7 +149,7 @@ async def _run_with_control(
     env: dict[str, str],
     timeout: float,
     label: str,
-    control: Callable[[str], Awaitable[None]],
+    control: Callable[[str, dict[str, Any]], Awaitable[Any]],
     server_log: Callable[[], str],
 ) -> tuple[int, str, str]:
     """Run the driver, answering its control requests; (exit code, stdout, stderr)."""
@@ -166,8 +176,9 @@ async def _run_with_control(
                 message = None
             if isinstance(message, dict) and isinstance(message.get("control"), str):
                 name = message["control"]
-                await control(name)
-                stdin.write((json.dumps({"done": name}) + "\n").encode())
+                value = await control(name, message)
+                answer = {"done": name} if value is None else {"done": name, "value": value}
+                stdin.write((json.dumps(answer) + "\n").encode())
                 await stdin.drain()
             else:
                 out.append(line)

@@ -1,4 +1,4 @@
-"""The `huddle` command: serve | api | gateway | migrate | user create | token | bench."""
+"""The `huddle` command: serve | api | gateway | migrate | user create | token | bench | deploy."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ cli = typer.Typer(
 )
 user_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
 cli.add_typer(user_cli, name="user")
+deploy_cli = typer.Typer(help="Render deployment files.", no_args_is_help=True)
+cli.add_typer(deploy_cli, name="deploy")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -206,6 +208,28 @@ def bench(ctx: typer.Context) -> None:
         typer.echo("huddle: the benchmark harness (bench/) is not available here", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(bench_main(list(ctx.args)))
+
+
+@deploy_cli.command("nginx")
+def deploy_nginx(
+    api: Annotated[
+        list[str],
+        typer.Option(help="huddle api instances, host:port, comma-separated (or repeated)."),
+    ],
+    gateway: Annotated[
+        list[str],
+        typer.Option(help="huddle gateway instances, host:port, comma-separated (or repeated)."),
+    ],
+    listen: Annotated[str, typer.Option(help="nginx's listen: a port or address:port.")] = "8080",
+) -> None:
+    """Print the nginx configuration for these instances (sticky Socket.IO, X-Forwarded-For)."""
+    from huddle.deploy import DeployError, render_nginx
+
+    try:
+        typer.echo(render_nginx(api, gateway, listen=listen), nl=False)
+    except DeployError as exc:
+        typer.echo(f"huddle: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

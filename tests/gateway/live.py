@@ -133,7 +133,7 @@ class LiveServer:
             command = [str(self.huddle)]
         else:
             command = [str(HUDDLE)] if HUDDLE.exists() else [sys.executable, "-m", "huddle.cli"]
-        with self._log_path.open("wb") as log:
+        with self._log_path.open("ab") as log:  # a restart appends
             self.process = subprocess.Popen(
                 [*command, self.role],
                 env=env,

@@ -189,3 +189,19 @@ async def test_an_expired_handshake_replays_from_its_last_event_id_after_refresh
     await probe.next("authenticated")
     assert (await probe.next("task_created"))["task"]["id"] == missed["id"]
     await probe.next("sync_complete")
+
+
+def test_a_socket_replayed_past_the_relay_is_skipped_by_live_emits_until_the_relay_passes() -> None:
+    """The replay read the log through event 20 while the relay was at 10: the relay's
+    emits of 11..20 must skip that socket (it has them), and from 21 on include it."""
+    from huddle.gateway.session import SessionRegistry, SocketSession
+
+    registry = SessionRegistry()
+    registry.mark_ahead(SocketSession("s1", "127.0.0.1", None, localhost=True), 20)  # type: ignore[arg-type]
+    registry.mark_ahead(SocketSession("s2", "127.0.0.1", None, localhost=True), 12)  # type: ignore[arg-type]
+    assert registry.skip_ahead(11) == ["s1", "s2"]
+    assert registry.skip_ahead(12) == ["s1", "s2"]  # s2 has 12; its mark ends here
+    assert registry.skip_ahead(13) == ["s1"]
+    assert registry.skip_ahead(20) == ["s1"]
+    assert registry.skip_ahead(21) == []
+    assert registry.ahead == {}

@@ -13,6 +13,14 @@ is the newest event already reflected in what the socket has (its fresh
 
 and lets live events flow to the socket again only once nothing is held, with
 no await in between, so no event is lost or sent twice.
+
+The replay reads the event log (the database, or the API's `/api/events`),
+which can be ahead of the bus this gateway's relay reads: under load, a
+socket that reconnected after a restart was replayed through event N while
+the relay was still at N - 17, and those 17 then came again, live (found by
+tests/cluster/test_nginx.py's rolling restart). So when the replay ends past
+the relay's head, the socket is marked *ahead* through the last id it was
+sent, and the relay's room emits skip it until they pass that id.
 """
 
 from __future__ import annotations
@@ -102,6 +110,8 @@ async def synchronize(
                 sent = max(sent, event.id)
     finally:
         hub.sessions.unmark_syncing(session)
+        if sent > (relay.head or 0) and not session.closed:
+            hub.sessions.mark_ahead(session, sent)
     last = max(sent, log_head or 0) if (sent or log_head) else head
     if replay_after is not None and not resync:
         await hub.send(session, "sync_complete", {"lastEventId": last})

@@ -129,6 +129,9 @@ class SessionRegistry:
         self._by_user: dict[int, set[SocketSession]] = {}
         self._by_team: dict[int, set[SocketSession]] = {}
         self._syncing: set[SocketSession] = set()
+        # Sockets a replay brought further than the relay has got: sid -> the last id
+        # sent. Live emits up to it skip them (see `huddle.gateway.replay`).
+        self._ahead: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._by_sid)
@@ -148,6 +151,7 @@ class SessionRegistry:
         for team_id in list(session.team_ids):
             self.left_team(session, team_id)
         self._syncing.discard(session)
+        self._ahead.pop(session.sid, None)
 
     def bind(self, session: SocketSession, user_id: int) -> None:
         """Record that `session` speaks for `user_id` (authenticated or in its grace)."""
@@ -187,6 +191,21 @@ class SessionRegistry:
     @property
     def syncing(self) -> set[SocketSession]:
         return self._syncing
+
+    def mark_ahead(self, session: SocketSession, sent: int) -> None:
+        """`session` already has every event through `sent`: the relay must not send them."""
+        self._ahead[session.sid] = max(sent, self._ahead.get(session.sid, 0))
+
+    @property
+    def ahead(self) -> dict[str, int]:
+        return self._ahead
+
+    def skip_ahead(self, event_id: int) -> list[str]:
+        """The sids that already have `event_id`; marks the relay has now reached end."""
+        skip = [sid for sid, sent in self._ahead.items() if event_id <= sent]
+        for sid in [sid for sid, sent in self._ahead.items() if event_id >= sent]:
+            del self._ahead[sid]
+        return skip
 
     def joined_team(self, session: SocketSession, team_id: int) -> None:
         """Record that `session` is now in the room of `team_id`."""
