@@ -360,6 +360,36 @@ async def test_recovery_is_detected_by_the_probe_and_runs_the_callbacks(
     assert not data.degraded and [t["id"] for t in data.teams] == team_ids
 
 
+async def test_a_long_outage_with_nobody_connecting_is_noticed_as_soon_as_it_ends(
+    tmp_path: Path, factory: Factory, relay: TcpRelay
+) -> None:
+    """Probes alone never open the breaker: a backend down for many probe intervals
+    is seen back within one interval, not after the breaker's reset time."""
+    source = make_source(tmp_path, relay.url, reset_after=30.0)
+    await source.start()
+    try:
+        user, team_ids, _ = await user_with_data(factory)
+        recovered = asyncio.Event()
+
+        async def on_recovered() -> None:
+            recovered.set()
+
+        source.on_recovered(on_recovered)
+        await relay.stop()
+        assert (await source.fetch(claims(user.id), user.access_token)).degraded
+        probes = failures("connect")
+        await asyncio.sleep(0.6)  # a dozen probe intervals, every probe failing
+        assert failures("connect") >= probes + 5
+        assert source.breaker.state is BreakerState.CLOSED
+
+        await relay.start()
+        await asyncio.wait_for(recovered.wait(), timeout=1)
+        data = await source.fetch(claims(user.id), user.access_token)
+        assert not data.degraded and [t["id"] for t in data.teams] == team_ids
+    finally:
+        await source.stop()
+
+
 async def test_a_hung_backend_times_out_and_degrades(tmp_path: Path) -> None:
     async with SilentServer() as hung:
         source = make_source(tmp_path, hung.url, timeout=0.3)

@@ -61,7 +61,7 @@ from huddle.gateway.sources.base import (
     fallback,
 )
 from huddle.gateway.sources.batch import Coalescer
-from huddle.gateway.sources.breaker import CircuitBreaker
+from huddle.gateway.sources.breaker import BreakerState, CircuitBreaker
 from huddle.gateway.sources.cache import UserDataCache
 from huddle.gateway.sources.recovery import RecoveryWatch
 from huddle.logging import get_logger
@@ -265,10 +265,32 @@ class HttpSource:
         self._watch.failed(op, reason)
 
     async def _probe(self) -> None:
-        """One cheap request while the backend is marked down (its outcome counts)."""
+        """One cheap request while the backend is marked down.
+
+        While the breaker is closed, a probe's failure does not count toward
+        opening it: the breaker guards the backend from clients' calls, and a
+        probe every few seconds is none. Otherwise a backend down for five probe
+        intervals opened the breaker with nobody calling, and its return went
+        unnoticed for the breaker's 30 s. An open breaker is probed only when it
+        half-opens, as its one trial (SPEC §4.5).
+        """
         if self.breaker.retry_in() > 0:
             return  # still open: the watch sleeps until it may try
-        await self._call("probe", self._ready)
+        if self.breaker.state is not BreakerState.CLOSED:
+            await self._call("probe", self._ready)
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._ready()
+        except BackendFailure as exc:
+            BACKEND_FAILURES.labels(reason=exc.reason).inc()
+            self._watch.failed("probe", exc.reason)
+            raise
+        except TimeoutError:
+            BACKEND_FAILURES.labels(reason="timeout").inc()
+            self._watch.failed("probe", "timeout")
+            raise BackendFailure("timeout") from None
+        self._succeeded()
 
     # --- the requests -------------------------------------------------------
 
