@@ -126,6 +126,20 @@ def test_an_unsupported_database_url_is_one_line(
     assert "root@localhost" not in line  # never the rest of the URL (it may hold a password)
 
 
+def test_an_unusable_data_directory_is_one_line(tmp_path: Path) -> None:
+    """HUDDLE_DATA_DIR below a file: the development secret, then the SQLite file, say so."""
+    (tmp_path / "a-file").write_text("")
+    env = environment(tmp_path / "a-file" / "data")
+    env.pop("JWT_SECRET")
+    no_secret = huddle(["serve"], env, tmp_path)
+    assert no_secret.returncode == 2
+    assert one_line(no_secret).startswith("huddle: configuration error: HUDDLE_DATA_DIR: ")
+    no_database = huddle(["serve"], {**env, "JWT_SECRET": SECRET}, tmp_path)
+    assert no_database.returncode == 1
+    line = one_line(no_database)
+    assert line.startswith("huddle: cannot prepare the SQLite database: ") and "a-file" in line
+
+
 @pytest.fixture
 def empty_postgres(postgres_server_url: str, unique: str) -> Iterator[str]:
     """A PostgreSQL database of its own, never migrated."""

@@ -286,6 +286,16 @@ def _read_key(variable: str, path: Path) -> bytes:
 
 
 def _development_secret(data_dir: Path) -> str:
+    try:
+        return _read_or_make_secret(data_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"HUDDLE_DATA_DIR: cannot keep the development JWT secret in {data_dir}: "
+            f"{exc.strerror or exc} (set JWT_SECRET, or a data directory Huddle can write)"
+        ) from None
+
+
+def _read_or_make_secret(data_dir: Path) -> str:
     path = data_dir / "jwt_secret"
     try:
         return path.read_text().strip()
