@@ -16,9 +16,12 @@ CHROMIUM := /usr/bin/chromium
 
 install: $(STAMP) web docs-assets
 
+# Not -q: on a fresh machine this takes a minute or two, and pip's own lines
+# (Collecting…, Downloading… with its progress bar, Installing…) show it moving.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@echo "installing Huddle and its Python packages into $(VENV) (a minute or two the first time)"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -e '.[dev]'
 	@touch $(STAMP)
 
 # Redone only when the lock file changes. Without npm: a warning, and the page
@@ -58,8 +61,8 @@ $(DOCS_BUNDLE): $(DOCS)/package.json $(DOCS)/package-lock.json
 		echo "warning: npm (Node.js) not found: /docs has no Swagger UI until Node.js is installed and 'make install' is run again (/openapi.json works)" >&2; \
 	fi
 
+# `huddle serve` brings its SQLite database to the latest migration itself.
 run: install
-	$(BIN)/huddle migrate
 	$(BIN)/huddle serve
 
 lint: install

@@ -47,6 +47,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich_argparse import RichHelpFormatter
 
 from bench import peer_driver, report, servers
 from bench.scenarios import WARMUP_HANDSHAKES, Runner, Scenario
@@ -183,8 +184,14 @@ def _assignment(text: str) -> tuple[str, str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="huddle bench",
-        description="Benchmark Huddle against the Node.js Socket.IO peer (SPEC §8).",
+        usage="huddle bench [OPTIONS]",
+        description=(
+            "Benchmark Huddle against the Node.js Socket.IO peer: the scenarios, the "
+            "machine and how to read the figures are in docs/benchmarks.md."
+        ),
         epilog="Sizes default to the full run (or --quick); the options above override them.",
+        # The look of the rest of the `huddle` command's help (typer's, also rich).
+        formatter_class=RichHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="small sizes and 1 round (a few minutes)")
     p.add_argument("--rounds", type=_positive(50), help="A/B rounds (full: 3)")
@@ -192,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
         "--scenarios",
         type=_names(SCENARIO_KINDS),
         default=SCENARIO_KINDS,
-        help=f"comma-separated subset of {','.join(SCENARIO_KINDS)}",
+        help=f"comma-separated subset of {', '.join(SCENARIO_KINDS)}",
     )
     p.add_argument("--servers", type=_names(SERVERS), default=SERVERS, help="node,huddle")
     p.add_argument(

@@ -151,7 +151,7 @@ def test_cli_migrate_user_create_and_token(tmp_path: Path) -> None:
     ).verify_access(token.stdout.strip())
     assert claims.user_id == 1
     missing = run_cli(["token", "--user", "99"], env, tmp_path)
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == 1 and "USER_NOT_FOUND" in missing.stderr
     dup = run_cli(
         [
             "user",

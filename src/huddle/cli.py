@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -28,11 +31,16 @@ deploy_cli = typer.Typer(help="Render deployment files.", no_args_is_help=True)
 cli.add_typer(deploy_cli, name="deploy")
 
 
-def _settings(**overrides: Any) -> Settings:
-    """Settings, or exit with the one-line reason (no traceback)."""
+def _settings(*, quiet: bool = False, **overrides: Any) -> Settings:
+    """Settings, or exit with the one-line reason (no traceback).
+
+    `quiet`: a one-shot command (`user create`, `token`) whose output is its
+    answer: it logs warnings only, unless LOG_LEVEL=debug asks for everything.
+    """
     try:
         settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
-        configure_logging(settings.log_level, settings.effective_log_format)
+        level = "warning" if quiet and settings.log_level == "info" else settings.log_level
+        configure_logging(level, settings.effective_log_format)
         # Fail at start, not on the first request, when a key file is unreadable.
         settings.verification_key()
         return settings
@@ -49,6 +57,66 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
+def _prepare_database(settings: Settings) -> None:
+    """Before a process opens the database (SPEC §3): migrate SQLite, refuse PostgreSQL behind.
+
+    An unreachable PostgreSQL does not stop the process: it starts, `/readyz`
+    says the database is down, and requests answer 503 until it is back (as
+    when it goes away later). Its schema is then unchecked: the warning says so.
+    """
+    from huddle.db.migrate import SchemaBehind, prepare
+
+    log = get_logger("huddle")
+    try:
+        state = prepare(settings)
+    except SchemaBehind as exc:
+        typer.echo(f"huddle: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        if settings.effective_database_url.startswith("sqlite"):
+            typer.echo(f"huddle: cannot prepare the SQLite database: {_reason(exc)}", err=True)
+            raise typer.Exit(1) from None
+        log.warning("database_schema_unchecked", error=type(exc).__name__)
+        return
+    if state.behind:
+        log.info(
+            "database_migrated",
+            from_revision=",".join(state.current) or None,
+            to_revision=",".join(state.head),
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """One line about `exc`: the driver's own message where there is one."""
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[0]}" if text else type(inner).__name__
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts, or one line saying why not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as exc:
+        typer.echo(f"huddle: HOST: cannot listen on {host!r}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            why = "already in use by another process; stop it or choose another PORT"
+        else:
+            why = exc.strerror or str(exc)
+        typer.echo(f"huddle: PORT: cannot listen on {host}:{port}: {why}", err=True)
+        raise typer.Exit(1) from None
+    return sock
+
+
 def _serve(role: str, host: str | None, port: int | None, default_port: int) -> None:
     import uvicorn
 
@@ -57,6 +125,9 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
 
     settings = _settings(host=host, port=port)
     bind_port = settings.port if settings.port is not None else default_port
+    listener = _listen(settings.host, bind_port)
+    if role != "gateway":  # the gateway has no database
+        _prepare_database(settings)
     try:
         app = build_app(settings, role)  # type: ignore[arg-type]
     except ConfigError as exc:
@@ -71,7 +142,7 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         # uvicorn's sans-I/O WebSocket protocol with the gateway's shared-frame write
         # path, and httptools handing upgrade requests over already parsed.
         protocols = {"ws": FastWebSocketProtocol, "http": FastHttpToolsProtocol}
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=bind_port,
@@ -88,6 +159,14 @@ def _serve(role: str, host: str | None, port: int | None, default_port: int) -> 
         lifespan="on",
         **protocols,
     )
+    server = uvicorn.Server(config)
+    # uvicorn drains on SIGTERM, then raises the signal again once its own handler
+    # is gone, so that the process would die of it (status 143). SPEC §4.5: a
+    # drained shutdown exits 0. The handler it re-raises to is this one, which
+    # lets the process end normally. (SIGINT keeps Python's: Ctrl-C exits 130.)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server.run(sockets=[listener])
+    log.info("stopped", role=role)
 
 
 HostOpt = Annotated[str | None, typer.Option(help="Bind address (HOST).")]
@@ -126,14 +205,25 @@ def migrate(revision: str = "head") -> None:
     typer.echo(f"database at {revision}")
 
 
+ASKED = "Asked for when not given."
+
+
 @user_cli.command("create")
 def user_create(
-    email: Annotated[str, typer.Option(prompt=True)],
-    name: Annotated[str, typer.Option(prompt=True)],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    email: Annotated[str | None, typer.Option(prompt=True, help=ASKED)] = None,
+    name: Annotated[str | None, typer.Option(prompt=True, help=ASKED)] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="Asked for (twice, hidden) when not given; at least 8 characters.",
+        ),
+    ] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Make an administrator.")] = False,
 ) -> None:
-    """Create a user (--admin for an administrator)."""
+    """Create a user (--admin for an administrator). Prints its id."""
     from pydantic import TypeAdapter, ValidationError
 
     from huddle.schemas import RegisterIn
@@ -146,7 +236,8 @@ def user_create(
         first = exc.errors()[0]
         typer.echo(f"huddle: {first['loc'][0]}: {first['msg']}", err=True)
         raise typer.Exit(2) from None
-    settings = _settings()
+    settings = _settings(quiet=True)
+    _prepare_database(settings)
 
     async def create() -> int:
         from huddle.runtime import Runtime
@@ -170,9 +261,11 @@ def token(
     ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds (JWT_ACCESS_TTL).")] = None,
 ) -> None:
     """Mint an access token for a user (development and tests). Prints only the token."""
+    from huddle.errors import UserNotFound
     from huddle.security.tokens import TokenService
 
-    settings = _settings()
+    settings = _settings(quiet=True)
+    _prepare_database(settings)
 
     async def mint() -> str:
         from huddle.runtime import Runtime
@@ -180,7 +273,7 @@ def token(
         runtime = await Runtime.start(settings)
         try:
             if await runtime.users.get(user) is None:
-                raise HuddleError(f"user {user} does not exist")
+                raise UserNotFound(f"no user has id {user}")
         finally:
             await runtime.stop()
         return TokenService(settings).issue_access(user, ttl=ttl).token

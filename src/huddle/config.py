@@ -63,6 +63,34 @@ Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 
 
+# DATABASE_URL schemes Huddle runs on, and the plain spellings it accepts for them
+# (the form most hosting providers hand out): each driver is one Huddle ships with.
+DATABASE_DRIVERS = {
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+DATABASE_EXAMPLES = (
+    "postgresql+asyncpg://user:password@host/db or sqlite+aiosqlite:///path/huddle.db"
+)
+
+
+def database_url(value: str) -> str:
+    """`value` with its driver made explicit, or ValueError naming what is wrong.
+
+    The message shows the scheme only, never the rest (it may hold a password).
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep or not scheme:
+        raise ValueError(f"not a database URL; expected {DATABASE_EXAMPLES}")
+    driver = DATABASE_DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(f"{scheme!r} databases are not supported; use {DATABASE_EXAMPLES}")
+    return f"{driver}://{rest}"
+
+
 def _csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -162,6 +190,11 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        return database_url(value) if value else None
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -295,6 +328,16 @@ def _read_key(variable: str, path: Path) -> bytes:
 
 
 def _development_secret(data_dir: Path) -> str:
+    try:
+        return _read_or_make_secret(data_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"HUDDLE_DATA_DIR: cannot keep the development JWT secret in {data_dir}: "
+            f"{exc.strerror or exc} (set JWT_SECRET, or a data directory Huddle can write)"
+        ) from None
+
+
+def _read_or_make_secret(data_dir: Path) -> str:
     path = data_dir / "jwt_secret"
     try:
         return path.read_text().strip()

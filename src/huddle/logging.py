@@ -83,7 +83,8 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     root.setLevel(numeric)
     # uvicorn's access log repeats what our middleware logs with more context.
     logging.getLogger("uvicorn.access").disabled = True
-    for noisy in ("engineio", "socketio", "aiosqlite", "asyncio"):
+    # alembic.runtime.plugins announces each of its plugins as it is imported.
+    for noisy in ("engineio", "socketio", "aiosqlite", "asyncio", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 

@@ -39,7 +39,7 @@ log = get_logger("huddle.gateway.replay")
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    last_event_id: int | None
+    last_event_id: int
     replayed: int = 0
     resync_required: bool = False
 
@@ -112,7 +112,8 @@ async def synchronize(
         hub.sessions.unmark_syncing(session)
         if sent > (relay.head or 0) and not session.closed:
             hub.sessions.mark_ahead(session, sent)
-    last = max(sent, log_head or 0) if (sent or log_head) else head
+    # An integer even when nothing was ever logged (SPEC §4.3: 0 for an empty log).
+    last = max(sent, log_head or 0)
     if replay_after is not None and not resync:
         await hub.send(session, "sync_complete", {"lastEventId": last})
     return SyncResult(last, replayed, resync)
