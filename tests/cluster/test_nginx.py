@@ -552,9 +552,9 @@ async def test_a_gateway_killed_mid_stream_loses_nothing_through_nginx(cluster: 
 
 @pytest.mark.skipif(
     os.environ.get("HUDDLE_ROLLING_RESTART") != "1",
-    reason="opt-in (HUDDLE_ROLLING_RESTART=1) until it is reliable on the shared 2-core CI "
-    "machine: the reconnect storm's backend fetches time out there (issue 13 §4), and each "
-    "restart takes 8-20 s; see docs/operations.md 'Rolling restart'",
+    reason="opt-in (HUDDLE_ROLLING_RESTART=1): on the shared 2-core CI machine it takes "
+    "100-160 s (four process starts of 11-15 s each) and failed 1 run in 3 under load "
+    "(handshakes past the client's 10 s timeout); see docs/operations.md 'Rolling restart'",
 )
 @pytest.mark.skipif(
     os.environ.get("ACCEL") == "off",
@@ -644,22 +644,27 @@ async def test_rolling_restart_under_load_loses_nothing(cluster: Cluster) -> Non
         "rest_edits": writer.sent,
         "rest_retries": writer.retries,
         "rest_errors_retried": dict(writer.errors_seen),
+        "sockets_lost_repeated_or_reordered": sum(
+            1
+            for s in sockets
+            if s["missingCount"] or s["duplicates"] or s["unexpected"] or s["outOfOrder"]
+        ),
         "client_errors": dict(errors),
         "reconnects": len(reconnects),
         "reasons": dict(Counter(r["reason"] for r in reconnects)),
         "reconnect_delay_ms": _percentiles(delays),
         "handshake_after_retry_ms": _percentiles(handshakes or [0]),
         "steps": steps,
-        "histogram_reconnect_delay": _histogram(delays),
-        "histogram_retry_after": _histogram(retry_after or [0]),
+        "histogram_reconnect_delay": _histogram(delays, 1000),
+        "histogram_retry_after": _histogram(retry_after or [0], 1000),
         "elapsed_s": round(elapsed, 1),
     }
     print("\nrolling restart:", json.dumps(report, indent=1))
     if os.environ.get("HUDDLE_ROLLING_REPORT"):
         Path(os.environ["HUDDLE_ROLLING_REPORT"]).write_text(json.dumps(report, indent=1))
     assert writer.failures == [], writer.errors_seen
+    _assert_streams_complete(result, writer.sent)  # (its per-socket error check included)
     assert errors == Counter(), errors  # nothing but server_shutdown (not an error)
-    _assert_streams_complete(result, writer.sent)
     assert all(s["shutdowns"] >= 1 for s in sockets)  # every socket was moved at least once
     # The server spreads the comebacks over its jitter window (1-5 s), not all at once.
     assert min(retry_after) >= 1000 and max(retry_after) <= 5000
