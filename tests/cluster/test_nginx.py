@@ -65,7 +65,6 @@ NGINX = Path("/usr/sbin/nginx")
 BURST = 6
 ROLLING_SOCKETS = 200
 ROLLING_RATE = 20.0  # task edits per second
-SETTLE_S = 3.0  # after a restarted instance answers: nginx's fail_timeout (2 s) and a margin
 
 
 def _nginx() -> Path:
@@ -553,9 +552,9 @@ async def test_a_gateway_killed_mid_stream_loses_nothing_through_nginx(cluster: 
 
 @pytest.mark.skipif(
     os.environ.get("HUDDLE_ROLLING_RESTART") != "1",
-    reason="opt-in (HUDDLE_ROLLING_RESTART=1) until it is reliable on the shared 2-core CI "
-    "machine: the reconnect storm's backend fetches time out there (issue 13 §4), and each "
-    "restart takes 8-20 s; see docs/operations.md 'Rolling restart'",
+    reason="opt-in (HUDDLE_ROLLING_RESTART=1): on the shared 2-core CI machine it takes "
+    "100-160 s (four process starts of 11-15 s each) and failed 1 run in 3 under load "
+    "(handshakes past the client's 10 s timeout); see docs/operations.md 'Rolling restart'",
 )
 @pytest.mark.skipif(
     os.environ.get("ACCEL") == "off",
@@ -578,21 +577,32 @@ async def test_rolling_restart_under_load_loses_nothing(cluster: Cluster) -> Non
             for i in range(1, ROLLING_SOCKETS + 1)
         ]
         writer = Writer(rest, owner, [t["id"] for t in tasks], rate=ROLLING_RATE)
-        timeline: dict[str, dict[str, float]] = {}
+        steps: list[dict[str, Any]] = []
 
         async def restart(server: LiveServer) -> None:
+            """The procedure of docs/operations.md "Rolling restart", one process."""
             began = time.monotonic()
             await asyncio.to_thread(server.stop)  # SIGTERM: drain, then exit
             stopped = time.monotonic()
-            await asyncio.to_thread(server.start)
-            name = f"{server.role}:{server.port}"
-            timeline[name] = {
-                "stop_s": round(stopped - began, 2),
-                "start_s": round(time.monotonic() - stopped, 2),
-            }
-            # nginx takes an instance back fail_timeout (2 s) after its last refusal;
-            # the next one may go only then (docs/operations.md, "Rolling restart").
-            await asyncio.sleep(SETTLE_S)
+            server.launch(migrate=False)
+            await asyncio.to_thread(server.wait_healthy, 60, path="/readyz", interval=0.1)
+            ready = time.monotonic()
+            if server.role == "gateway":
+                # Every socket is back (the last ones come up to 5 s after
+                # server_shutdown) before the next gateway goes.
+                await _until(lambda: _authenticated_sockets(cluster), ROLLING_SOCKETS, 30)
+            else:
+                # nginx took the API back (it forgets the refusals once a request
+                # through it succeeds) before the other API goes.
+                await _until(lambda: _requests_served(server, "PATCH"), 1, 15)
+            steps.append(
+                {
+                    "process": f"{server.role} {server.port}",
+                    "stop_s": round(stopped - began, 2),
+                    "start_to_ready_s": round(ready - stopped, 2),
+                    "ready_to_back_s": round(time.monotonic() - ready, 2),
+                }
+            )
 
         async def control(name: str, message: dict[str, Any]) -> Any:
             placed = cluster.gateway_of(message["sids"])
@@ -600,46 +610,101 @@ async def test_rolling_restart_under_load_loses_nothing(cluster: Cluster) -> Non
             cursor = int(message["cursor"])
             stop = asyncio.Event()
             writing = asyncio.create_task(writer.run(stop))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             for server in (*cluster.gateways, *cluster.apis):
                 await restart(server)
             stop.set()
             await writing
-            await asyncio.sleep(0.3)
             return {"expected": await _task_updates_after(rest, owner, team["id"], cursor)}
 
         started = time.monotonic()
         result = await cluster.drive(
             "stream",
-            {"clients": clients, "teamId": team["id"], "connectMs": 30000, "catchUpMs": 20000},
+            {
+                "clients": clients,
+                "teamId": team["id"],
+                "connectMs": 30000,
+                "catchUpMs": 20000,
+                "settleMs": 200,
+            },
             control,
             timeout=240,
         )
         elapsed = time.monotonic() - started
     sockets = result["sockets"]
-    delays = [r["delayMs"] for s in sockets for r in s["reconnects"]] or [0]
-    retry_after = [r["retryAfter"] for s in sockets for r in s["reconnects"] if r["retryAfter"]]
-    histogram = _histogram(delays)
+    reconnects = [r for s in sockets for r in s["reconnects"]]
+    delays = sorted(r["delayMs"] for r in reconnects) or [0]
+    retry_after = sorted(r["retryAfter"] for r in reconnects if r["retryAfter"])
+    # From the moment the client was told to come back to `authenticated` again.
+    handshakes = sorted(r["delayMs"] - r["retryAfter"] for r in reconnects if r["retryAfter"])
+    errors = Counter(e for s in sockets for e in s["errors"])
     report = {
         "sockets": len(sockets),
         "events_per_socket": result["expected"],
         "rest_edits": writer.sent,
         "rest_retries": writer.retries,
         "rest_errors_retried": dict(writer.errors_seen),
-        "reconnects": len(delays),
-        "reconnect_delay_ms": {
-            "p50": sorted(delays)[len(delays) // 2],
-            "p95": sorted(delays)[int(len(delays) * 0.95)],
-            "max": max(delays),
-        },
-        "restarts": timeline,
-        "histogram_500ms": histogram,
+        "sockets_lost_repeated_or_reordered": sum(
+            1
+            for s in sockets
+            if s["missingCount"] or s["duplicates"] or s["unexpected"] or s["outOfOrder"]
+        ),
+        "client_errors": dict(errors),
+        "reconnects": len(reconnects),
+        "reasons": dict(Counter(r["reason"] for r in reconnects)),
+        "reconnect_delay_ms": _percentiles(delays),
+        "handshake_after_retry_ms": _percentiles(handshakes or [0]),
+        "steps": steps,
+        "histogram_reconnect_delay": _histogram(delays, 1000),
+        "histogram_retry_after": _histogram(retry_after or [0], 1000),
         "elapsed_s": round(elapsed, 1),
     }
     print("\nrolling restart:", json.dumps(report, indent=1))
+    if os.environ.get("HUDDLE_ROLLING_REPORT"):
+        Path(os.environ["HUDDLE_ROLLING_REPORT"]).write_text(json.dumps(report, indent=1))
     assert writer.failures == [], writer.errors_seen
-    _assert_streams_complete(result, writer.sent)
+    _assert_streams_complete(result, writer.sent)  # (its per-socket error check included)
+    assert errors == Counter(), errors  # nothing but server_shutdown (not an error)
     assert all(s["shutdowns"] >= 1 for s in sockets)  # every socket was moved at least once
     # The server spreads the comebacks over its jitter window (1-5 s), not all at once.
     assert min(retry_after) >= 1000 and max(retry_after) <= 5000
     assert max(retry_after) - min(retry_after) >= 2000
+
+
+def _percentiles(values: list[int]) -> dict[str, int]:
+    return {
+        "p50": values[len(values) // 2],
+        "p95": values[int(len(values) * 0.95)],
+        "max": values[-1],
+    }
+
+
+def _metric(server: LiveServer, name: str, label: str = "") -> float:
+    """The sum of one metric's samples (whose labels contain `label`) on a process."""
+    try:
+        text = httpx.get(f"{server.url}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and label in line:
+            head, _, value = line.rpartition(" ")
+            if head.split("{", 1)[0] == name:
+                total += float(value)
+    return total
+
+
+def _authenticated_sockets(cluster: Cluster) -> float:
+    return sum(_metric(g, "huddle_gateway_authenticated_connections") for g in cluster.gateways)
+
+
+def _requests_served(server: LiveServer, method: str) -> float:
+    return _metric(server, "huddle_http_requests_total", f'method="{method}"')
+
+
+async def _until(measure: Any, target: float, timeout: float) -> None:
+    """Poll `measure()` (every 0.1 s) until it reaches `target`."""
+    deadline = time.monotonic() + timeout
+    while (value := await asyncio.to_thread(measure)) < target:
+        assert time.monotonic() < deadline, f"{value} < {target} after {timeout} s"
+        await asyncio.sleep(0.1)

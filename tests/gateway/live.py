@@ -122,10 +122,12 @@ class LiveServer:
         self.wait_healthy(timeout)
         return self
 
-    def launch(self) -> LiveServer:
-        """Start the process without waiting (start several, then `wait_healthy` each)."""
+    def launch(self, *, migrate: bool = True) -> LiveServer:
+        """Start the process without waiting (start several, then `wait_healthy` each).
+
+        `migrate=False` skips bringing the database up to date first (a restart)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.role != "gateway":
+        if migrate and self.role != "gateway":
             upgrade(self.settings())
         env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
         env.update(self.env)
@@ -144,17 +146,20 @@ class LiveServer:
             )
         return self
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_healthy(
+        self, timeout: float = 30.0, *, path: str = "/healthz", interval: float = 0.05
+    ) -> None:
+        """Wait until `path` answers 200 (`/readyz`: every part the process needs is up)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.role} exited early:\n{self.log_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.05)
+            time.sleep(interval)
         self.stop()
         raise RuntimeError(f"{self.role} did not become healthy:\n{self.log_text()}")
 

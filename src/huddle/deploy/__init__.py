@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from importlib.resources import files
 
 NGINX_TEMPLATE = "nginx.conf.template"
-SERVER_PARAMETERS = " max_fails=1 fail_timeout=2s"
+API_SERVER_PARAMETERS = " max_fails=1 fail_timeout=2s"
+GATEWAY_SERVER_PARAMETERS = " max_fails=0"
 """Each upstream server's: see the template's comment above its upstreams."""
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -103,6 +104,8 @@ def render_nginx(
     return template.substitute(
         command=command,
         listen=port,
-        api_servers="\n".join(f"        server {a}{SERVER_PARAMETERS};" for a in apis),
-        gateway_servers="\n".join(f"        server {g}{SERVER_PARAMETERS};" for g in gateways),
+        api_servers="\n".join(f"        server {a}{API_SERVER_PARAMETERS};" for a in apis),
+        gateway_servers="\n".join(
+            f"        server {g}{GATEWAY_SERVER_PARAMETERS};" for g in gateways
+        ),
     )
