@@ -193,6 +193,22 @@ async def test_a_long_polling_post_above_max_payload_answers_413_at_once(
         assert time.monotonic() - started < 3
 
 
+async def test_a_long_polling_post_to_a_session_just_closed_answers_400_not_500(
+    server: LiveServer,
+) -> None:
+    """The client's CLOSE ends the session; a POST racing it gets engine.io's 400."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        opened = await client.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+        sid = json.loads(opened.text[1:])["sid"]
+        params = {"EIO": "4", "transport": "polling", "sid": sid}
+        headers = {"content-type": "text/plain;charset=UTF-8"}
+        closing = await client.post("/socket.io/", params=params, content=b"1", headers=headers)
+        assert closing.status_code == 200
+        late = await client.post("/socket.io/", params=params, content=b"40", headers=headers)
+        assert late.status_code == 400
+    assert "Traceback" not in server.log_text(tail=None)
+
+
 async def _chunks(body: bytes) -> AsyncIterator[bytes]:
     """The body without a Content-Length (chunked transfer encoding)."""
     for start in range(0, len(body), 8192):

@@ -72,13 +72,22 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-def limit_poll_bodies(app: ASGIApp, max_payload: int, path: str = "/socket.io/") -> ASGIApp:
-    """Answer a long-polling POST whose body passes MAX_PAYLOAD with 413 at once (SPEC §2).
+def limit_poll_bodies(
+    app: ASGIApp,
+    max_payload: int,
+    path: str = "/socket.io/",
+    closed: Callable[[str], bool] = lambda sid: False,
+) -> ASGIApp:
+    """Answer a long-polling POST whose body passes MAX_PAYLOAD with 413 at once (SPEC §2),
+    and one for a session engine.io has closed with 400.
 
     Why here: engine.io refuses such a body but never answers the request, so
     the client waited for ever. The body (at most MAX_PAYLOAD, so bounded) is
     read first, whether it comes with a Content-Length or chunked, and handed
-    to engine.io from memory.
+    to engine.io from memory. A POST that races its session's closing (the
+    session is closed but not yet forgotten) raised KeyError inside
+    python-engineio (4.15): a 500 and a traceback in the log; engine.io
+    answers an unknown session with 400, and so does this (`closed(sid)`).
     """
 
     def dispatch(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
@@ -89,6 +98,10 @@ def limit_poll_bodies(app: ASGIApp, max_payload: int, path: str = "/socket.io/")
         return limited(scope, receive, send)
 
     async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+        sid = _query_sid(scope.get("query_string") or b"")
+        if sid is not None and closed(sid):
+            await _session_closed(send)
+            return
         for name, value in scope.get("headers") or ():
             if name == b"content-length" and (not value.isdigit() or int(value) > max_payload):
                 await _too_large(send)
@@ -151,6 +164,25 @@ def refuse_junk_frames(app: ASGIApp) -> ASGIApp:
         return app(scope, checked, send)
 
     return guarded
+
+
+def _query_sid(query: bytes) -> str | None:
+    for pair in query.split(b"&"):
+        if pair.startswith(b"sid="):
+            return pair[4:].decode("latin-1")
+    return None
+
+
+async def _session_closed(send: Send) -> None:
+    # The answer engine.io gives a POST for a session it does not know.
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b'"Invalid session"'})
 
 
 async def _too_large(send: Send) -> None:
@@ -264,7 +296,15 @@ class Gateway:
     def asgi(self, other: ASGIApp) -> ASGIApp:
         """Socket.IO at `/socket.io/`, everything else to `other`."""
         sockets = socketio.ASGIApp(self.sio, other_asgi_app=other)
-        guarded = refuse_junk_frames(limit_poll_bodies(sockets, self.settings.max_payload))
+        eio = self.sio.eio
+
+        def closed(sid: str) -> bool:
+            socket = eio.sockets.get(sid)
+            return socket is not None and bool(socket.closed)
+
+        guarded = refuse_junk_frames(
+            limit_poll_bodies(sockets, self.settings.max_payload, closed=closed)
+        )
         return self.polls.wrap(guarded)
 
     async def start(
