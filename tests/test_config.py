@@ -41,6 +41,8 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
         ({"JWT_SECRET": GOOD_SECRET, "SERVICE_TOKEN": "short-service-token"}, "SERVICE_TOKEN"),
         ({"JWT_SECRET": GOOD_SECRET, "SERVICE_TOKEN": "s" * 40}, "SERVICE_TOKEN"),
         ({"JWT_SECRET": GOOD_SECRET, "SERVICE_TOKEN": GOOD_SECRET}, "SERVICE_TOKEN"),
+        ({"JWT_SECRET": GOOD_SECRET, "REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"JWT_SECRET": GOOD_SECRET, "HOST": "no-such-host.invalid"}, "HOST"),
     ],
 )
 def test_production_refuses_bad_settings_with_one_line(
@@ -114,6 +116,16 @@ def test_development_secret_is_generated_once_and_private(tmp_path: Path) -> Non
 def test_load_settings_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="JWT_ACCESS_TTL"):
         load_settings(jwt_access_ttl=0)
+    with pytest.raises(ConfigError, match=r"^BACKEND_URL: must be a URL starting with http://"):
+        load_settings(backend_url="api:8000")
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL: 'mysql' databases are not supported"):
+        load_settings(database_url="mysql://root:hunter2@db/huddle")
+    aliases = {
+        "postgres://u@h/d": "postgresql+asyncpg://u@h/d",
+        "sqlite:///x": "sqlite+aiosqlite:///x",
+    }
+    for given, meant in aliases.items():
+        assert load_settings(database_url=given).database_url == meant
 
 
 def test_asymmetric_algorithm_needs_a_public_key() -> None:

@@ -100,7 +100,8 @@ def _listen(host: str, port: int) -> socket.socket:
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except OSError as exc:
-        typer.echo(f"huddle: HOST: cannot listen on {host!r}: {exc.strerror or exc}", err=True)
+        why = exc.strerror or str(exc)
+        typer.echo(f"huddle: configuration error: HOST: cannot listen on {host!r}: {why}", err=True)
         raise typer.Exit(2) from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -91,6 +91,18 @@ def database_url(value: str) -> str:
     return f"{driver}://{rest}"
 
 
+def _url_with_scheme(value: str | None, schemes: tuple[str, ...], example: str) -> str | None:
+    """`value` (None when empty) if it is a URL of one of `schemes`; else a one-line
+    reason showing the scheme only (the rest may hold a password)."""
+    if not value:
+        return None
+    scheme, sep, _ = value.partition("://")
+    if not sep or scheme.lower() not in schemes:
+        kinds = ", ".join(f"{name}://" for name in schemes)
+        raise ValueError(f"must be a URL starting with {kinds} (like {example})")
+    return value
+
+
 def _csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -195,6 +207,16 @@ class Settings(BaseSettings):
     @classmethod
     def _supported_database(cls, value: str | None) -> str | None:
         return database_url(value) if value else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        return _url_with_scheme(value, ("redis", "rediss", "unix"), "redis://host:6379/0")
+
+    @field_validator("backend_url")
+    @classmethod
+    def _backend_scheme(cls, value: str | None) -> str | None:
+        return _url_with_scheme(value, ("http", "https"), "http://api-host:8000")
 
     @field_validator("trusted_proxies")
     @classmethod
