@@ -117,7 +117,7 @@ class LiveServer:
         }
         return Settings(_env_file=None, **values)
 
-    def start(self, timeout: float = 30.0) -> LiveServer:
+    def start(self, timeout: float = 60.0) -> LiveServer:
         """Launch and wait until `/healthz` answers."""
         self.launch()
         self.wait_healthy(timeout)
@@ -149,7 +149,7 @@ class LiveServer:
         return self
 
     def wait_healthy(
-        self, timeout: float = 30.0, *, path: str = "/healthz", interval: float = 0.05
+        self, timeout: float = 60.0, *, path: str = "/healthz", interval: float = 0.05
     ) -> None:
         """Wait until `path` answers 200 (`/readyz`: every part the process needs is up)."""
         deadline = time.monotonic() + timeout

@@ -32,9 +32,38 @@ def is_unavailable(exc: BaseException) -> bool:
         text = str(exc).lower()
         # SQLite reports a locked database as OperationalError too; that is load, not outage.
         return "locked" not in text or "unable to open" in text
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        # A connection lost while it was being opened (asyncpg: "connection was closed
+        # in the middle of operation", a server still starting up) reaches us as a
+        # plain DBAPIError: look at what the driver raised.
+        return any(_lost_connection(cause) for cause in _causes(exc))
     return isinstance(exc, ConnectionError | TimeoutError | OSError)
+
+
+_CONNECTION_ERRORS = (
+    "ConnectionDoesNotExistError",
+    "ConnectionFailureError",
+    "PostgresConnectionError",
+    "CannotConnectNowError",
+    "ClientCannotConnectError",
+)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = getattr(exc, "orig", None) or exc.__cause__
+    while current is not None and len(seen) < 8 and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionError | TimeoutError | OSError):
+        return True
+    return any(cls.__name__ in _CONNECTION_ERRORS for cls in type(exc).__mro__)
 
 
 @dataclass
