@@ -119,8 +119,12 @@ $(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json
 # The whole suite with the accel modules on (ACCEL=auto, as shipped), then the
 # behaviour suites again on the libraries' own public paths (ACCEL=off): the
 # stock path is a product too. Tests run in TEST_JOBS processes, a file each.
+# The deployment scenarios (faults injected under a split deployment, nginx in
+# front) run once, on the shipped path: what they test is processes, proxies and
+# outages, which the accel modules do not touch, and they are the longest files.
 TEST_JOBS ?= 4
-STOCK_SUITES := tests/api tests/gateway tests/cluster tests/interop
+STOCK_SUITES := tests/api tests/gateway tests/cluster tests/interop \
+	--ignore=tests/cluster/test_fault_matrix.py --ignore=tests/cluster/test_nginx.py
 
 test: install lint node browser-deps nginx-deps
 	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
