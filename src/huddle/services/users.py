@@ -120,8 +120,11 @@ class UserService:
         )
         if not users:
             return Bootstrap(None, [], [])
-        teams_wire, tasks_wire = [_team(row) for row in teams], [_task(row) for row in tasks]
-        return Bootstrap(Account.of_row(users[0]), teams_wire, tasks_wire)
+        return Bootstrap(
+            Account.of_row(users[0]),
+            [team_row_wire(row) for row in teams],
+            [_task(row) for row in tasks],
+        )
 
     async def account(self, user_id: int) -> Account | None:
         """The account of a user id (no ORM object), or None."""
@@ -129,7 +132,8 @@ class UserService:
         return Account.of_row(rows[0]) if rows else None
 
 
-def _team(row: tuple[Any, ...]) -> dict[str, Any]:
+def team_row_wire(row: tuple[Any, ...]) -> dict[str, Any]:
+    """`TeamOut` on the wire from a row of (id, name, description, created_at, role)."""
     team_id, name, description, created_at, role = row
     return {
         "id": team_id,
