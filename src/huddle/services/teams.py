@@ -21,10 +21,10 @@ from huddle.services.access import (
 )
 from huddle.services.auth import normalize_email
 from huddle.services.unit import Database
-from huddle.services.users import team_row_wire
+from huddle.services.users import team_row_wire, wire_time
 
 _TEAMS_PAGE = (
-    select(Team.id, Team.name, Team.description, Team.created_at, Membership.role)
+    select(Team.id, Team.name, Team.description, wire_time(Team.created_at), Membership.role)
     .join(Membership, Membership.team_id == Team.id)
     .where(Membership.user_id == bindparam("user_id"), Team.id > bindparam("after"))
     .order_by(Team.id)

@@ -109,17 +109,9 @@ class Database:
         def read(connection: Connection) -> list[list[tuple[Any, ...]]]:
             return [runner.rows(connection, statement, params) for statement, params in queries]
 
-        # A plain connection rather than a Session: nothing here needs the ORM. Closed
-        # directly, as `_close` closes sessions: `async with` closes through a new
-        # task, and until that task runs, every other request that comes first in
-        # the loop checks out a connection of its own (past the pool's size,
-        # SQLite connections were opened and closed for each read).
+        # A plain connection rather than a Session: nothing here needs the ORM.
         try:
-            connection = await self.engine.connect()
-            try:
-                return await connection.run_sync(read)
-            finally:
-                await connection.close()
+            return await runner.on_connection(self.engine, read)
         except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
             if is_unavailable(exc):
                 raise DatabaseUnavailable() from exc
