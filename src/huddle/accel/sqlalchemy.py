@@ -368,8 +368,9 @@ class _Form:
     processors: tuple[Callable[[Any], Any] | None, ...]
     positional: bool
     direct: bool  # the dialect adds nothing to a driver-SQL execution: see `_on_cursor`
-    results: tuple[Callable[[Any], Any] | None, ...] | None
-    """Result processors per selected column (types such as UTC datetimes); None: none apply."""
+    results: tuple[tuple[int, Callable[[Any], Any]], ...] | None
+    """(index, result processor) of the selected columns that have one (types such as UTC
+    datetimes); None: none has."""
     defaults: Mapping[str, Any]
     """Values of the bind parameters the statement itself fixes (SQLite's `OFFSET 0`)."""
 
@@ -416,13 +417,13 @@ class Prepared:
         results = form.results
         if results is None or not rows:
             return rows
-        return [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(results, row, strict=True)
-            )
-            for row in rows
-        ]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in results:
+                values[index] = process(values[index])
+            converted.append(tuple(values))
+        return converted
 
     def _compile(self, dialect: Dialect) -> _Form:
         compiled = self._statement.compile(dialect=dialect)
@@ -437,15 +438,20 @@ class Prepared:
         direct = type(dialect).do_execute is DefaultDialect.do_execute and all(
             getattr(context, hook) is getattr(DefaultExecutionContext, hook) for hook in _HOOKS
         )
-        results: tuple[Callable[[Any], Any] | None, ...] | None = None
+        results: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
         selected = getattr(self._statement, "selected_columns", None)
         if selected is not None:
-            results = tuple(
-                column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in selected
+            results = (
+                tuple(
+                    (index, process)
+                    for index, column in enumerate(selected)
+                    if (
+                        process := column.type.dialect_impl(dialect).result_processor(dialect, None)
+                    )
+                    is not None
+                )
+                or None
             )
-            if not any(results):
-                results = None
         defaults = {
             name: compiled.binds[name].effective_value
             for name in names

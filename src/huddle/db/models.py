@@ -73,13 +73,23 @@ class WireTime(TypeDecorator[str]):
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            if len(value) == 26 and value[10] == " " and value[19] == ".":
-                return f"{value[:10]}T{value[11:23]}Z"
-            value = datetime.fromisoformat(value)
-        return iso(value)
+        return _wire_time(value)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        # SQLite's text needs nothing else: the function itself, one call per value.
+        if dialect.name == "sqlite":
+            return _wire_time
+        return super().result_processor(dialect, coltype)
+
+
+def _wire_time(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " " and value[19] == ".":
+            return f"{value[:10]}T{value[11:23]}Z"
+        value = datetime.fromisoformat(value)
+    return iso(value)
 
 
 WIRE_TIME = WireTime()
