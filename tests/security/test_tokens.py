@@ -129,6 +129,22 @@ def test_leeway_accepts_small_clock_skew(tmp_path: Path) -> None:
     assert service.verify_access(token).user_id == 7
 
 
+def test_a_token_accepted_before_is_refused_once_it_expires(tmp_path: Path) -> None:
+    # Verified tokens are remembered; expiry must still end them at PyJWT's instant.
+    service = TokenService(settings(tmp_path, jwt_leeway=0))
+    exp = int(time.time()) + 1
+    token = jwt.encode(claims(exp=exp), SECRET, algorithm="HS256")
+    assert service.verify_access(token).user_id == 7
+    assert service.verify_access(token).user_id == 7
+    time.sleep(max(0.0, exp - time.time()) + 0.01)
+    with pytest.raises(TokenExpired):
+        service.verify_access(token)
+    with pytest.raises(TokenExpired):
+        TokenService(settings(tmp_path, jwt_leeway=0)).verify_access(token)  # a fresh look agrees
+    with pytest.raises(TokenExpired):
+        service.verify_access(token)
+
+
 def test_key_confusion_hs256_signed_with_the_rsa_public_key(tmp_path: Path) -> None:
     private, public, public_pem = rsa_keys(tmp_path)
     service = TokenService(

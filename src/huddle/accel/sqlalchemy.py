@@ -37,6 +37,13 @@ thread, and Core statements executed through `Connection.execute`):
    `IN`, no literals. Private names: `Connection._has_events`,
    `Engine._has_events`, `Connection._echo`,
    `Connection._handle_dbapi_exception`, `DefaultExecutionContext` hooks.
+3. **A read in one hop** (`PreparedQueries.on_connection`). The public way to
+   run sync code on a connection of its own takes three hops into
+   SQLAlchemy's sync layer, each a new greenlet: `AsyncEngine.connect()`,
+   `AsyncConnection.run_sync`, `close()`. This checks out, runs and checks in
+   inside one `greenlet_spawn` (with the sync engine's `connect()`, as
+   `AsyncConnection.start` does), which is what those three do one by one.
+   Private name: `sqlalchemy.util.concurrency.greenlet_spawn`.
 
 Figures: docs/benchmarks.md ("Outbox per event").
 """
@@ -48,7 +55,7 @@ import sqlite3
 import types
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from weakref import WeakKeyDictionary
 
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
@@ -60,14 +67,17 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.default import DefaultDialect, DefaultExecutionContext
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import EMPTY_DICT
-from sqlalchemy.util.concurrency import await_
+from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from huddle.accel import Gate, Tested
 
 GATE = Gate((Tested("SQLAlchemy", "sqlalchemy", ("2.1.9",)),))
+
+T = TypeVar("T")
 
 
 class _Thread:
@@ -358,8 +368,9 @@ class _Form:
     processors: tuple[Callable[[Any], Any] | None, ...]
     positional: bool
     direct: bool  # the dialect adds nothing to a driver-SQL execution: see `_on_cursor`
-    results: tuple[Callable[[Any], Any] | None, ...] | None
-    """Result processors per selected column (types such as UTC datetimes); None: none apply."""
+    results: tuple[tuple[int, Callable[[Any], Any]], ...] | None
+    """(index, result processor) of the selected columns that have one (types such as UTC
+    datetimes); None: none has."""
     defaults: Mapping[str, Any]
     """Values of the bind parameters the statement itself fixes (SQLite's `OFFSET 0`)."""
 
@@ -406,13 +417,13 @@ class Prepared:
         results = form.results
         if results is None or not rows:
             return rows
-        return [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(results, row, strict=True)
-            )
-            for row in rows
-        ]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in results:
+                values[index] = process(values[index])
+            converted.append(tuple(values))
+        return converted
 
     def _compile(self, dialect: Dialect) -> _Form:
         compiled = self._statement.compile(dialect=dialect)
@@ -427,15 +438,20 @@ class Prepared:
         direct = type(dialect).do_execute is DefaultDialect.do_execute and all(
             getattr(context, hook) is getattr(DefaultExecutionContext, hook) for hook in _HOOKS
         )
-        results: tuple[Callable[[Any], Any] | None, ...] | None = None
+        results: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
         selected = getattr(self._statement, "selected_columns", None)
         if selected is not None:
-            results = tuple(
-                column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in selected
+            results = (
+                tuple(
+                    (index, process)
+                    for index, column in enumerate(selected)
+                    if (
+                        process := column.type.dialect_impl(dialect).result_processor(dialect, None)
+                    )
+                    is not None
+                )
+                or None
             )
-            if not any(results):
-                results = None
         defaults = {
             name: compiled.binds[name].effective_value
             for name in names
@@ -494,7 +510,8 @@ class PreparedOutbox:
 
 
 class PreparedQueries:
-    """`huddle.db.queries.QueryRunner` with each statement `Prepared` (compiled once)."""
+    """`huddle.db.queries.QueryRunner` with each statement `Prepared` (compiled once),
+    and `on_connection` in one hop into the sync layer (override 3)."""
 
     def __init__(self) -> None:
         self._prepared: dict[int, tuple[ClauseElement, Prepared]] = {}
@@ -506,3 +523,10 @@ class PreparedQueries:
         if entry is None or entry[0] is not statement:
             entry = self._prepared[id(statement)] = (statement, Prepared(statement))
         return entry[1].execute(connection, params)
+
+    async def on_connection(self, engine: AsyncEngine, fn: Callable[[SAConnection], T]) -> T:
+        def checked_out() -> T:
+            with engine.sync_engine.connect() as connection:
+                return fn(connection)
+
+        return await greenlet_spawn(checked_out)

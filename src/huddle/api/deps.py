@@ -30,20 +30,27 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_current_user(
-    runtime: RuntimeDep,
-    token: Annotated[str | None, Depends(_bearer)],
-) -> Account:
+async def _authenticated(request: Request, token: str | None) -> Account:
     if not token:
         raise TokenMissing()
+    runtime: Runtime = request.app.state.runtime
     return await runtime.auth.authenticate(token)
+
+
+# The caller and the actor each take the request and the token directly rather than
+# through `RuntimeDep` and each other: FastAPI solves every dependency of the tree
+# on every request, cached or not, and these two sit on every authenticated route.
+async def get_current_user(
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
+) -> Account:
+    return await _authenticated(request, token)
 
 
 CurrentUser = Annotated[Account, Depends(get_current_user)]
 
 
-async def get_actor(user: CurrentUser) -> Actor:
-    return Actor.of(user)
+async def get_actor(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> Actor:
+    return Actor.of(await _authenticated(request, token))
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]

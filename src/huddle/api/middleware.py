@@ -5,17 +5,19 @@ None of them buffers a body.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
 from ipaddress import IPv4Network, IPv6Network
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huddle.api.errors import error_response
 from huddle.errors import DatabaseUnavailable, HuddleError, InternalError, PayloadTooLarge
-from huddle.logging import get_logger
+from huddle.logging import get_logger, log_enabled
 from huddle.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from huddle.security.client_ip import client_ip
 from huddle.services.unit import is_unavailable
@@ -36,7 +38,11 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        incoming = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
         request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else None
         request_id = request_id or uuid.uuid4().hex
         ip = client_ip(scope, self.trusted)
@@ -69,16 +75,39 @@ class RequestContext:
             template = route_name(scope, root_path)
             method = scope["method"]
             if not template.startswith("/socket.io"):
-                HTTP_REQUESTS.labels(method, template, str(status)).inc()
-                HTTP_LATENCY.labels(method, template).observe(elapsed)
-                log.info(
-                    "http_request",
-                    method=method,
-                    route=template,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+                _count(method, template, status, elapsed)
+                if log_enabled(logging.INFO):
+                    log.info(
+                        "http_request",
+                        method=method,
+                        route=template,
+                        status=status,
+                        duration_ms=round(elapsed * 1000, 2),
+                    )
             structlog.contextvars.unbind_contextvars("request_id", "client_ip")
+
+
+_requests: dict[tuple[str, str, int], Any] = {}
+_latencies: dict[tuple[str, str], Any] = {}
+
+
+def _count(method: str, route: str, status: int, elapsed: float) -> None:
+    """One request in `huddle_http_requests_total` and its latency histogram.
+
+    Each label set's child is looked up once (prometheus_client's `labels()`
+    takes a lock and checks the labels on every call) and kept, as Prometheus
+    itself keeps it; the sets are the routes' templates, so they stay few.
+    """
+    counter = _requests.get((method, route, status))
+    if counter is None:
+        counter = _requests[method, route, status] = HTTP_REQUESTS.labels(
+            method, route, str(status)
+        )
+    counter.inc()
+    histogram = _latencies.get((method, route))
+    if histogram is None:
+        histogram = _latencies[method, route] = HTTP_LATENCY.labels(method, route)
+    histogram.observe(elapsed)
 
 
 def route_name(scope: Scope, root_path: str = "") -> str:

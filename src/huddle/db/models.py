@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from huddle.clock import utcnow
+from huddle.clock import iso, utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -50,6 +50,49 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class WireTime(TypeDecorator[str]):
+    """A `UTCDateTime` column read straight into its wire form (`huddle.clock.iso`).
+
+    For reads that answer with the rows as they are (`type_coerce(column,
+    WIRE_TIME)` in a select). On SQLite, SQLAlchemy stores a datetime as the text
+    `YYYY-MM-DD HH:MM:SS.ffffff` (naive UTC here), and parsing that into a
+    datetime only to format it back cost more than reading the row: the text
+    is cut into `YYYY-MM-DDTHH:MM:SS.fffZ` instead, the same string `iso` makes
+    (milliseconds truncated, as `iso` does). Any other text is parsed first;
+    other databases hand over datetimes, which `iso` formats.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String())
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return _wire_time(value)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        # SQLite's text needs nothing else: the function itself, one call per value.
+        if dialect.name == "sqlite":
+            return _wire_time
+        return super().result_processor(dialect, coltype)
+
+
+def _wire_time(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " " and value[19] == ".":
+            return f"{value[:10]}T{value[11:23]}Z"
+        value = datetime.fromisoformat(value)
+    return iso(value)
+
+
+WIRE_TIME = WireTime()
 
 
 class Base(DeclarativeBase):

@@ -37,6 +37,9 @@ from huddle.errors import (
 MAX_USER_ID = 2**31 - 1
 """User ids are 1..MAX_USER_ID (INTEGER on PostgreSQL)."""
 
+VERIFIED_CACHE_SIZE = 1024
+"""Access tokens whose verification is remembered (`TokenService.verify_access`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Claims:
@@ -69,6 +72,8 @@ class TokenService:
             from huddle.accel import pyjwt
 
             self._decode = pyjwt.decoder(self._algorithm, self._verify_key)
+        # token -> (claims, exp): access tokens verified recently (see verify_access).
+        self._verified: dict[str, tuple[Claims, int]] = {}
 
     @property
     def access_ttl(self) -> int:
@@ -84,8 +89,31 @@ class TokenService:
         return self._issue(user_id, "refresh", self._settings.jwt_refresh_ttl, family_id)
 
     def verify_access(self, token: str) -> Claims:
-        """Verified access-token claims; raises TokenExpired or TokenInvalid."""
-        return self._verify(token, "access", TokenExpired, TokenInvalid)[0]
+        """Verified access-token claims; raises TokenExpired or TokenInvalid.
+
+        A client sends the same access token with every request for its whole
+        lifetime, so the last `VERIFIED_CACHE_SIZE` verified ones are remembered
+        (the oldest forgotten first). A token seen again is the same bytes whose
+        signature and claims already passed; of those checks only expiry can
+        change its answer as time passes (`iat` and `nbf` only pass later, never
+        earlier), so it alone is checked again, as PyJWT checks it: expired once
+        `exp <= now - leeway`. Revocation is not the token's and is checked by the
+        caller every time.
+        """
+        if type(token) is str:
+            known = self._verified.get(token)
+            if known is not None:
+                claims, exp = known
+                if exp > time.time() - self._leeway:
+                    return claims
+                del self._verified[token]
+                raise TokenExpired()
+        claims, exp = self._verify(token, "access", TokenExpired, TokenInvalid)
+        verified = self._verified
+        if len(verified) >= VERIFIED_CACHE_SIZE:
+            del verified[next(iter(verified))]
+        verified[token] = (claims, exp)
+        return claims
 
     def verify_refresh(self, token: str) -> Claims:
         """Verified refresh-token claims; raises RefreshTokenExpired or RefreshTokenInvalid."""

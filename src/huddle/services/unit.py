@@ -147,8 +147,7 @@ class Database:
 
         # A plain connection rather than a Session: nothing here needs the ORM.
         try:
-            async with self.engine.connect() as connection:
-                return await connection.run_sync(read)
+            return await runner.on_connection(self.engine, read)
         except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
             if is_unavailable(exc):
                 raise DatabaseUnavailable() from exc

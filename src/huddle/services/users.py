@@ -6,16 +6,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy import ColumnElement, Integer, bindparam, func, select, type_coerce
 
 from huddle.clock import iso
-from huddle.db.models import Membership, Task, Team, User
+from huddle.db.models import WIRE_TIME, Membership, Task, Team, User
 from huddle.services.unit import Database
+
+
+def wire_time(column: Any) -> ColumnElement[str]:
+    """A time column read as its wire form (`WireTime`)."""
+    return type_coerce(column, WIRE_TIME)
+
 
 _USER_COLUMNS = tuple(column.key for column in User.__table__.columns)
 ACCOUNT = select(*User.__table__.columns).where(User.id == bindparam("user_id"))
 _TEAMS = (
-    select(Team.id, Team.name, Team.description, Team.created_at, Membership.role)
+    select(Team.id, Team.name, Team.description, wire_time(Team.created_at), Membership.role)
     .join(Membership, Membership.team_id == Team.id)
     .where(Membership.user_id == bindparam("user_id"))
     .order_by(Team.id)
@@ -30,10 +36,10 @@ _TASKS = (
         Task.status,
         Task.priority,
         Task.assignee_id,
-        Task.due_date,
+        wire_time(Task.due_date),
         Task.created_by,
-        Task.created_at,
-        Task.updated_at,
+        wire_time(Task.created_at),
+        wire_time(Task.updated_at),
         Task.version,
     )
     .join(
@@ -56,7 +62,7 @@ _TEAMS_RANKED = (
         Team.id,
         Team.name,
         Team.description,
-        Team.created_at,
+        wire_time(Team.created_at).label("created_at"),
         Membership.role,
         func.row_number().over(partition_by=Membership.user_id, order_by=Team.id).label("rank"),
     )
@@ -78,10 +84,10 @@ _TASKS_RANKED = (
         Task.status,
         Task.priority,
         Task.assignee_id,
-        Task.due_date,
+        wire_time(Task.due_date).label("due_date"),
         Task.created_by,
-        Task.created_at,
-        Task.updated_at,
+        wire_time(Task.created_at).label("created_at"),
+        wire_time(Task.updated_at).label("updated_at"),
         Task.version,
         func.row_number().over(partition_by=Task.assignee_id, order_by=Task.id).label("rank"),
     )
@@ -173,8 +179,11 @@ class UserService:
         )
         if not users:
             return Bootstrap(None, [], [])
-        teams_wire, tasks_wire = [_team(row) for row in teams], [_task(row) for row in tasks]
-        return Bootstrap(Account.of_row(users[0]), teams_wire, tasks_wire)
+        return Bootstrap(
+            Account.of_row(users[0]),
+            [team_row_wire(row) for row in teams],
+            [_task(row) for row in tasks],
+        )
 
     async def account(self, user_id: int) -> Account | None:
         """The account of a user id (no ORM object), or None."""
@@ -202,7 +211,7 @@ class UserService:
         )
         teams_of: dict[int, list[dict[str, Any]]] = {}
         for row in teams:
-            teams_of.setdefault(row[0], []).append(_team(row[1:]))
+            teams_of.setdefault(row[0], []).append(team_row_wire(row[1:]))
         tasks_of: dict[int, list[dict[str, Any]]] = {}
         for row in tasks:
             tasks_of.setdefault(row[6], []).append(_task(row))
@@ -215,13 +224,15 @@ class UserService:
         return out
 
 
-def _team(row: tuple[Any, ...]) -> dict[str, Any]:
+def team_row_wire(row: tuple[Any, ...]) -> dict[str, Any]:
+    """`TeamOut` on the wire from a row of (id, name, description, created_at, role),
+    the time read as `wire_time`."""
     team_id, name, description, created_at, role = row
     return {
         "id": team_id,
         "name": name,
         "description": description,
-        "createdAt": iso(created_at),
+        "createdAt": created_at,
         "role": role,
     }
 
@@ -249,9 +260,9 @@ def _task(row: tuple[Any, ...]) -> dict[str, Any]:
         "status": status,
         "priority": priority,
         "assigneeId": assignee_id,
-        "dueDate": iso(due_date),
+        "dueDate": due_date,
         "createdBy": created_by,
-        "createdAt": iso(created_at),
-        "updatedAt": iso(updated_at),
+        "createdAt": created_at,
+        "updatedAt": updated_at,
         "version": version,
     }

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from huddle.api.deps import CurrentActor, Cursor, Limit, RuntimeDep
 from huddle.api.openapi import errors
+from huddle.api.responses import page
 from huddle.errors import ValidationFailed
 from huddle.schemas import MemberIn, MemberOut, MemberPatch, Page, TeamIn, TeamOut, TeamPatch
 
@@ -29,10 +30,10 @@ async def create_team(body: TeamIn, actor: CurrentActor, runtime: RuntimeDep) ->
 @router.get("", response_model=Page[TeamOut], responses=errors(401, 422))
 async def my_teams(
     actor: CurrentActor, runtime: RuntimeDep, cursor: Cursor = None, limit: Limit = 50
-) -> Page[TeamOut]:
+) -> Response:
     """The caller's teams, with the caller's role in each, by id."""
     teams, next_cursor = await runtime.teams.teams_of(actor.id, cursor=cursor, limit=limit)
-    return Page[TeamOut](items=teams, nextCursor=next_cursor)
+    return page(teams, next_cursor)
 
 
 @router.get("/{teamId}", response_model=TeamOut, responses=errors(401, 404, 422))

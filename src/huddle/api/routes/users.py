@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 
 from huddle.api.deps import CurrentActor, CurrentUser, Cursor, Limit, RuntimeDep
 from huddle.api.openapi import errors
+from huddle.api.responses import page
 from huddle.errors import NotFound
 from huddle.runtime import Runtime
 from huddle.schemas import Page, TaskOut, TeamOut, UserOut
@@ -31,11 +32,11 @@ async def user_teams(
     runtime: RuntimeDep,
     cursor: Cursor = None,
     limit: Limit = 50,
-) -> Page[TeamOut]:
+) -> Response:
     """The teams a user belongs to, with their role: the user themself or an administrator."""
     await _readable(actor, userId, runtime)
     teams, next_cursor = await runtime.teams.teams_of(userId, cursor=cursor, limit=limit)
-    return Page[TeamOut](items=teams, nextCursor=next_cursor)
+    return page(teams, next_cursor)
 
 
 @router.get("/{userId}/tasks", response_model=Page[TaskOut], responses=errors(401, 403, 404, 422))
