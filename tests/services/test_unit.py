@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg.exceptions
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from huddle.services.unit import is_unavailable
 
@@ -38,3 +39,9 @@ def test_a_bad_statement_is_not_an_outage() -> None:
 def test_a_locked_sqlite_database_is_load_not_an_outage() -> None:
     assert not is_unavailable(OperationalError("UPDATE", None, Exception("database is locked")))
     assert is_unavailable(OperationalError("x", None, Exception("unable to open database file")))
+
+
+def test_no_pooled_connection_in_time_is_an_outage() -> None:
+    # Seen in the fault matrix: PostgreSQL silent, every pooled connection stuck,
+    # the next request's checkout timed out and answered 500 instead of 503.
+    assert is_unavailable(PoolTimeout("QueuePool limit of size 10 overflow 10 reached"))

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
@@ -28,6 +29,10 @@ _CORE = CoreQueries()
 
 def is_unavailable(exc: BaseException) -> bool:
     """True when a database error means "cannot reach the database", not a bad query."""
+    if isinstance(exc, PoolTimeout):
+        # No pooled connection came free in time: every one is stuck on a database
+        # that stopped answering (or the pool is saturated): unavailable either way.
+        return True
     if isinstance(exc, OperationalError | InterfaceError):
         text = str(exc).lower()
         # SQLite reports a locked database as OperationalError too; that is load, not outage.
@@ -148,7 +153,7 @@ class Database:
         # A plain connection rather than a Session: nothing here needs the ORM.
         try:
             return await runner.on_connection(self.engine, read)
-        except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
+        except (OperationalError, InterfaceError, DBAPIError, PoolTimeout, OSError) as exc:
             if is_unavailable(exc):
                 raise DatabaseUnavailable() from exc
             raise
@@ -165,7 +170,7 @@ class Database:
         session = self.sessionmaker()
         try:
             yield session
-        except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
+        except (OperationalError, InterfaceError, DBAPIError, PoolTimeout, OSError) as exc:
             if is_unavailable(exc):
                 raise DatabaseUnavailable() from exc
             raise
