@@ -36,7 +36,15 @@ from tests.cluster.faults import (
 from tests.factories import Factory, TestUser
 from tests.gateway.live import LiveServer, SocketProbe
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.slow,
+    # A connection of the test's own clients or proxy, cut mid-request by the silent
+    # fault, may be collected unclosed in this process (seen once in CI); the
+    # servers under test are other processes, and what they did is asserted above.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 WRITE_EVERY = 0.1
 """Seconds between the writer's task creations (about 10 writes a second)."""
