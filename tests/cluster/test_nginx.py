@@ -551,12 +551,6 @@ async def test_a_gateway_killed_mid_stream_loses_nothing_through_nginx(cluster: 
 
 
 @pytest.mark.skipif(
-    os.environ.get("HUDDLE_ROLLING_RESTART") != "1",
-    reason="opt-in (HUDDLE_ROLLING_RESTART=1): on the shared 2-core CI machine it takes "
-    "100-160 s (four process starts of 11-15 s each) and failed 1 run in 3 under load "
-    "(handshakes past the client's 10 s timeout); see docs/operations.md 'Rolling restart'",
-)
-@pytest.mark.skipif(
     os.environ.get("ACCEL") == "off",
     reason="run once, in the ACCEL=auto pass: the stock path's delivery through nginx is "
     "covered by the tests above",

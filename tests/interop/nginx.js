@@ -29,7 +29,7 @@ const http = require('node:http');
 const readline = require('node:readline');
 const { io } = require('socket.io-client');
 
-const WAIT_MS = 10000;
+const WAIT_MS = 20000; // a handshake during a restart on a loaded 2-core CI machine
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
