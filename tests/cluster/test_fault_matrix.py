@@ -327,6 +327,7 @@ async def test_redis_stopped(deployment: Deployment) -> None:
         resumed: SocketProbe | None = None
         try:
             await until(lambda: len(created(left, team["id"])) >= 5, timeout=10)
+            logged_before = [len(g.log_text(tail=None)) for g in d.gateways]
             timeline.fault()
             await asyncio.to_thread(d.redis.stop)
             resume_from = last_event_id(left)
@@ -358,6 +359,10 @@ async def test_redis_stopped(deployment: Deployment) -> None:
         try:
             # What clients saw: every write succeeded, Redis or not.
             assert writer.failed() == [], writer.failed()
+            # What an operator saw: the outage named once per gateway, not once per retry.
+            for gateway, start in zip(d.gateways, logged_before, strict=True):
+                warnings = gateway.log_text(tail=None)[start:].count("bus_redis_unavailable")
+                assert 1 <= warnings <= 3, warnings
             gateway_ready = spans(timeline, "gateway", "redis")
             assert gateway_ready["named_after_s"] is not None, timeline.seen
             assert gateway_ready["named_after_s"] < restored_at, timeline.seen

@@ -317,9 +317,13 @@ class RedisBus:
                     info = await self._redis.xinfo_stream(self._stream)
                     cursor = _text(info["last-generated-id"])
                 if not self._healthy:
+                    # Redis answers again (the read below may block for seconds before
+                    # it proves anything): only then healthy, so that an outage logs
+                    # one warning and backs off instead of one line per retry.
+                    await self._redis.ping()
                     log.info("bus_redis_connected")
-                self._healthy = True
-                delay = 0.1
+                    self._healthy = True
+                    delay = 0.1
                 reply: Any = await self._redis.xread({self._stream: cursor}, block=5000, count=500)
                 for _stream, entries in reply or []:
                     for entry_id, fields in entries:
