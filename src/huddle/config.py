@@ -54,6 +54,15 @@ def weak_secret(secret: str) -> str | None:
     return None
 
 
+def _require_strong_secret(name: str, value: str) -> None:
+    """The production checks of a shared secret: long enough, and not a weak one."""
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"{name}: must be at least {MIN_SECRET_BYTES} bytes in production")
+    weakness = weak_secret(value)
+    if weakness is not None:
+        raise ValueError(f"{name}: {weakness}; generate one with `openssl rand -base64 48`")
+
+
 def trusts_everyone(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     """A "proxy" network that holds every address (0.0.0.0/0, ::/0, 1.2.3.4/0…)."""
     return network.prefixlen == 0
@@ -253,25 +262,9 @@ class Settings(BaseSettings):
             if self.jwt_algorithm in HMAC_ALGORITHMS:
                 if not self.jwt_secret:
                     raise ValueError("JWT_SECRET: required in production")
-                if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
-                    raise ValueError(
-                        f"JWT_SECRET: must be at least {MIN_SECRET_BYTES} bytes in production"
-                    )
-                weakness = weak_secret(self.jwt_secret)
-                if weakness is not None:
-                    raise ValueError(
-                        f"JWT_SECRET: {weakness}; generate one with `openssl rand -base64 48`"
-                    )
+                _require_strong_secret("JWT_SECRET", self.jwt_secret)
             if self.service_token is not None:
-                if len(self.service_token.encode()) < MIN_SECRET_BYTES:
-                    raise ValueError(
-                        f"SERVICE_TOKEN: must be at least {MIN_SECRET_BYTES} bytes in production"
-                    )
-                weakness = weak_secret(self.service_token)
-                if weakness is not None:
-                    raise ValueError(
-                        f"SERVICE_TOKEN: {weakness}; generate one with `openssl rand -base64 48`"
-                    )
+                _require_strong_secret("SERVICE_TOKEN", self.service_token)
         if self.service_token is not None:
             if not self.service_token:
                 raise ValueError("SERVICE_TOKEN: empty; leave it unset or give a secret")

@@ -20,28 +20,38 @@ def wire_time(column: Any) -> ColumnElement[str]:
 
 _USER_COLUMNS = tuple(column.key for column in User.__table__.columns)
 ACCOUNT = select(*User.__table__.columns).where(User.id == bindparam("user_id"))
+# The columns of a team (with the reader's role) and of a task, in the order `team_row_wire`
+# and `_task` read them; the one-user and the batch reads share them.
+_TEAM_COLUMNS = (
+    Team.id,
+    Team.name,
+    Team.description,
+    wire_time(Team.created_at).label("created_at"),
+    Membership.role,
+)
+_TASK_COLUMNS = (
+    Task.id,
+    Task.team_id,
+    Task.title,
+    Task.description,
+    Task.status,
+    Task.priority,
+    Task.assignee_id,
+    wire_time(Task.due_date).label("due_date"),
+    Task.created_by,
+    wire_time(Task.created_at).label("created_at"),
+    wire_time(Task.updated_at).label("updated_at"),
+    Task.version,
+)
 _TEAMS = (
-    select(Team.id, Team.name, Team.description, wire_time(Team.created_at), Membership.role)
+    select(*_TEAM_COLUMNS)
     .join(Membership, Membership.team_id == Team.id)
     .where(Membership.user_id == bindparam("user_id"))
     .order_by(Team.id)
     .limit(bindparam("limit", type_=Integer))
 )
 _TASKS = (
-    select(
-        Task.id,
-        Task.team_id,
-        Task.title,
-        Task.description,
-        Task.status,
-        Task.priority,
-        Task.assignee_id,
-        wire_time(Task.due_date),
-        Task.created_by,
-        wire_time(Task.created_at),
-        wire_time(Task.updated_at),
-        Task.version,
-    )
+    select(*_TASK_COLUMNS)
     .join(
         Membership,
         (Membership.team_id == Task.team_id) & (Membership.user_id == bindparam("user_id")),
@@ -59,11 +69,7 @@ _USERS_IN = select(*User.__table__.columns).where(
 _TEAMS_RANKED = (
     select(
         Membership.user_id,
-        Team.id,
-        Team.name,
-        Team.description,
-        wire_time(Team.created_at).label("created_at"),
-        Membership.role,
+        *_TEAM_COLUMNS,
         func.row_number().over(partition_by=Membership.user_id, order_by=Team.id).label("rank"),
     )
     .join(Membership, Membership.team_id == Team.id)
@@ -77,18 +83,7 @@ _TEAMS_IN = (
 )
 _TASKS_RANKED = (
     select(
-        Task.id,
-        Task.team_id,
-        Task.title,
-        Task.description,
-        Task.status,
-        Task.priority,
-        Task.assignee_id,
-        wire_time(Task.due_date).label("due_date"),
-        Task.created_by,
-        wire_time(Task.created_at).label("created_at"),
-        wire_time(Task.updated_at).label("updated_at"),
-        Task.version,
+        *_TASK_COLUMNS,
         func.row_number().over(partition_by=Task.assignee_id, order_by=Task.id).label("rank"),
     )
     .join(
