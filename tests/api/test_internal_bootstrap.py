@@ -148,6 +148,32 @@ async def test_bootstrap_many_keeps_each_users_own_limits(
     assert len(many[alice.id].tasks) == 4 and len(many[bob.id].tasks) == 3
 
 
+async def test_bootstrap_many_answers_every_batch_size_alike(
+    factory: Factory, runtime: Runtime
+) -> None:
+    """Batches of every size around the fixed `IN` shapes (padded by repeating an id),
+    and past the largest (several reads), answer each user as a lone read does."""
+    owner = await factory.user()
+    team = await factory.team(owner)
+    users = [await factory.user() for _ in range(140)]
+    for user in users:
+        await factory.member(team["id"], owner, user)
+    for user in users[::7]:
+        await factory.task(team["id"], owner, assigneeId=user.id)
+    lone = {
+        user.id: await runtime.users.bootstrap(user.id, max_teams=5, max_tasks=5)
+        for user in users
+    }
+    for size in (2, 3, 4, 5, 9, 17, 33, 64, 65, 128, 129, 140):
+        chosen = users[:size]
+        many = await runtime.users.bootstrap_many(
+            [u.id for u in reversed(chosen)] + [2_000_000_000], max_teams=5, max_tasks=5
+        )
+        assert set(many) == {u.id for u in chosen}, size
+        for user in chosen:
+            assert many[user.id] == lone[user.id], (size, user.id)
+
+
 @pytest.mark.parametrize("db_url", [None])
 async def test_no_credential_no_route(tmp_path: Path, db_url: None) -> None:
     """Asymmetric keys and no SERVICE_TOKEN: the route is absent (a gateway falls back)."""

@@ -63,41 +63,72 @@ _TASKS = (
 
 # The same reads for a batch of users (`bootstrap_many`): `IN` over the ids, and
 # each user's first `limit` teams and tasks by id picked with ROW_NUMBER().
-_USERS_IN = select(*User.__table__.columns).where(
-    User.id.in_(bindparam("user_ids", expanding=True))
-)
-_TEAMS_RANKED = (
-    select(
-        Membership.user_id,
-        *_TEAM_COLUMNS,
-        func.row_number().over(partition_by=Membership.user_id, order_by=Team.id).label("rank"),
+#
+# The `IN` list has one of a few fixed lengths (`_BATCH_SHAPES`; the ids padded by
+# repeating the last), each length its own statement, prepared once. With a list
+# as long as the batch, every batch size was new SQL to the database: SQLite's
+# per-connection statement cache (128 entries) kept missing, and a miss re-plans
+# these window queries (~70 µs each, three per batch, measured in the storm) —
+# more than the rows cost. PostgreSQL's prepared-statement caches key on the
+# text too.
+_BATCH_SHAPES = (2, 4, 8, 16, 32, 64, 128)
+
+
+def _batch_shape(count: int) -> int:
+    """The `IN` list length a batch of `count` ids is padded to."""
+    for shape in _BATCH_SHAPES:
+        if count <= shape:
+            return shape
+    raise ValueError(f"at most {_BATCH_SHAPES[-1]} users per batch")
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchReads:
+    users: Any
+    teams: Any
+    tasks: Any
+
+
+def _batch_reads(shape: int) -> _BatchReads:
+    ids = [bindparam(f"id{i}", type_=Integer) for i in range(shape)]
+    teams_ranked = (
+        select(
+            Membership.user_id,
+            *_TEAM_COLUMNS,
+            func.row_number().over(partition_by=Membership.user_id, order_by=Team.id).label("rank"),
+        )
+        .join(Membership, Membership.team_id == Team.id)
+        .where(Membership.user_id.in_(ids))
+        .subquery()
     )
-    .join(Membership, Membership.team_id == Team.id)
-    .where(Membership.user_id.in_(bindparam("user_ids", expanding=True)))
-    .subquery()
-)
-_TEAMS_IN = (
-    select(*(c for c in _TEAMS_RANKED.c if c.key != "rank"))
-    .where(_TEAMS_RANKED.c.rank <= bindparam("limit", type_=Integer))
-    .order_by(_TEAMS_RANKED.c.user_id, _TEAMS_RANKED.c.id)
-)
-_TASKS_RANKED = (
-    select(
-        *_TASK_COLUMNS,
-        func.row_number().over(partition_by=Task.assignee_id, order_by=Task.id).label("rank"),
+    tasks_ranked = (
+        select(
+            *_TASK_COLUMNS,
+            func.row_number().over(partition_by=Task.assignee_id, order_by=Task.id).label("rank"),
+        )
+        .join(
+            Membership,
+            (Membership.team_id == Task.team_id) & (Membership.user_id == Task.assignee_id),
+        )
+        .where(Task.assignee_id.in_(ids))
+        .subquery()
     )
-    .join(
-        Membership,
-        (Membership.team_id == Task.team_id) & (Membership.user_id == Task.assignee_id),
+    return _BatchReads(
+        users=select(*User.__table__.columns).where(User.id.in_(ids)),
+        teams=(
+            select(*(c for c in teams_ranked.c if c.key != "rank"))
+            .where(teams_ranked.c.rank <= bindparam("limit", type_=Integer))
+            .order_by(teams_ranked.c.user_id, teams_ranked.c.id)
+        ),
+        tasks=(
+            select(*(c for c in tasks_ranked.c if c.key != "rank"))
+            .where(tasks_ranked.c.rank <= bindparam("limit_tasks", type_=Integer))
+            .order_by(tasks_ranked.c.assignee_id, tasks_ranked.c.id)
+        ),
     )
-    .where(Task.assignee_id.in_(bindparam("user_ids", expanding=True)))
-    .subquery()
-)
-_TASKS_IN = (
-    select(*(c for c in _TASKS_RANKED.c if c.key != "rank"))
-    .where(_TASKS_RANKED.c.rank <= bindparam("limit_tasks", type_=Integer))
-    .order_by(_TASKS_RANKED.c.assignee_id, _TASKS_RANKED.c.id)
-)
+
+
+_BATCH_READS = {shape: _batch_reads(shape) for shape in _BATCH_SHAPES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,18 +222,29 @@ class UserService:
         """`bootstrap` for many users in one read: the same three statements over
         all the ids at once (one set of statements per batch, not per user).
 
-        Users that do not exist are absent from the answer. Run through
-        SQLAlchemy Core (`prepared=False`): the `IN` list's length varies, and
-        one compilation per batch is small next to a batch's rows.
+        Users that do not exist are absent from the answer. Up to 128 users per
+        read (more take several), the `IN` lists padded to a fixed length so
+        that each shape is one prepared statement (`_BATCH_SHAPES`).
         """
         ids = sorted(set(user_ids))
         if not ids:
             return {}
+        out: dict[int, Bootstrap] = {}
+        limit = _BATCH_SHAPES[-1]
+        for start in range(0, len(ids), limit):
+            await self._bootstrap_batch(ids[start : start + limit], max_teams, max_tasks, out)
+        return out
+
+    async def _bootstrap_batch(
+        self, ids: list[int], max_teams: int, max_tasks: int, out: dict[int, Bootstrap]
+    ) -> None:
+        shape = _batch_shape(len(ids))
+        reads = _BATCH_READS[shape]
+        padded = {f"id{i}": ids[min(i, len(ids) - 1)] for i in range(shape)}
         users, teams, tasks = await self._db.select(
-            (_USERS_IN, {"user_ids": ids}),
-            (_TEAMS_IN, {"user_ids": ids, "limit": max_teams}),
-            (_TASKS_IN, {"user_ids": ids, "limit_tasks": max_tasks}),
-            prepared=False,
+            (reads.users, padded),
+            (reads.teams, {**padded, "limit": max_teams}),
+            (reads.tasks, {**padded, "limit_tasks": max_tasks}),
         )
         teams_of: dict[int, list[dict[str, Any]]] = {}
         for row in teams:
@@ -210,13 +252,11 @@ class UserService:
         tasks_of: dict[int, list[dict[str, Any]]] = {}
         for row in tasks:
             tasks_of.setdefault(row[6], []).append(_task(row))
-        out: dict[int, Bootstrap] = {}
         for row in users:
             account = Account.of_row(row)
             out[account.id] = Bootstrap(
                 account, teams_of.get(account.id, []), tasks_of.get(account.id, [])
             )
-        return out
 
 
 def team_row_wire(row: tuple[Any, ...]) -> dict[str, Any]:

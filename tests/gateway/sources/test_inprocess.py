@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from huddle.db.migrate import upgrade
 from huddle.errors import (
@@ -116,6 +117,59 @@ async def test_fetch_refuses_a_revoked_token_and_an_unknown_user(
     ghost = runtime.tokens.issue_access(2_000_000_000).token
     with pytest.raises(TokenInvalid):
         await source.fetch(verified(runtime, ghost), ghost)
+
+
+async def test_sockets_authenticating_together_share_one_read_and_each_gets_its_own_data(
+    runtime: Runtime, source: InProcessSource
+) -> None:
+    """A reconnect storm: 30 cold sockets at once (plus an unknown user and a revoked
+    token) cost one batched read, not one per socket, and nobody gets another's data."""
+    owner = await new_user(runtime, "owner")
+    shared = (await runtime.teams.create(owner, "Everyone", "")).team.id
+    users = [await new_user(runtime, f"u{i}") for i in range(30)]
+    expected: dict[int, tuple[list[int], list[int]]] = {}
+    for i, user in enumerate(users):
+        await runtime.teams.add_member(owner, shared, "member", user_id=user.id)
+        own = (await runtime.teams.create(user, f"Own {i}", "")).team.id
+        task = await runtime.tasks.create(user, own, {"title": f"t{i}", "assignee_id": user.id})
+        expected[user.id] = ([shared, own], [task.id])
+    revoked = await new_user(runtime, "revoked")
+    old = token(runtime, revoked)
+    await asyncio.sleep(0.002)
+    await runtime.auth.logout_all(revoked.id)
+    ghost = runtime.tokens.issue_access(2_000_000_000).token
+
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    sync_engine = runtime.db.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        results = await asyncio.gather(
+            *(fetch_as(source, runtime, user) for user in users),
+            source.fetch(verified(runtime, ghost), ghost),
+            source.fetch(verified(runtime, old), old),
+            return_exceptions=True,
+        )
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", count)
+
+    *datas, unknown, refused = results
+    assert isinstance(unknown, TokenInvalid)
+    assert isinstance(refused, TokenRevoked)
+    for user, data in zip(users, datas, strict=True):
+        assert isinstance(data, UserData) and not data.degraded
+        assert data.user["id"] == user.id
+        teams, tasks = expected[user.id]
+        assert [t["id"] for t in data.teams] == teams
+        assert [t["id"] for t in data.tasks] == tasks
+    assert len(statements) == 3, statements  # user rows, teams, tasks: once for all 32
+
+    # Each one's data was cached as a lone read would have cached it.
+    again = await fetch_as(source, runtime, users[7])
+    assert [t["id"] for t in again.teams] == expected[users[7].id][0]
 
 
 async def test_rotate_redeems_a_refresh_token_once(

@@ -252,10 +252,11 @@ class Hub:
             return
         if self._presence_closed:
             return
-        self._presence_batch.record(
+        opened = self._presence_batch.record(
             team_id, user_id, online=online, window=self.presence_window(team_id)
         )
-        self._arm_presence()
+        if opened is not None:  # a window already open has its timer armed
+            self._arm_presence(opened)
 
     def presence_window(self, team_id: int) -> float:
         """Seconds a team's presence window lasts: PRESENCE_BATCH_MS, longer under load.
@@ -293,11 +294,13 @@ class Hub:
             self._presence_flushing = False
             self._arm_presence()
 
-    def _arm_presence(self) -> None:
-        """(Re)arm the timer for the earliest window end, unless a flush will see to it."""
+    def _arm_presence(self, due: float | None = None) -> None:
+        """(Re)arm the timer for the earliest window end (`due` when only a window ending
+        then was opened), unless a flush will see to it."""
         if self._presence_flushing or self._presence_closed:
             return
-        due = self._presence_batch.next_due()
+        if due is None:
+            due = self._presence_batch.next_due()
         if due is None:
             return
         if self._presence_timer is not None:

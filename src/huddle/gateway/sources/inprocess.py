@@ -26,10 +26,11 @@ from huddle.gateway.sources.base import (
     UserData,
     fallback,
 )
+from huddle.gateway.sources.batch import Coalescer
 from huddle.gateway.sources.recovery import RecoveryWatch
 from huddle.security.tokens import Claims
 from huddle.services.events import EventService
-from huddle.services.users import Account
+from huddle.services.users import Account, Bootstrap
 
 if TYPE_CHECKING:
     from huddle.runtime import Runtime
@@ -44,6 +45,12 @@ class _Entry:
     team_ids: tuple[int, ...]
     data: bytes
     """`[teams, tasks]` in wire form, as JSON."""
+
+
+MAX_BATCH = 100
+"""Users per batched cold read: the `IN` lists of `UserService.bootstrap_many`."""
+
+_NOBODY = Bootstrap(None, [], [])
 
 
 def _unpack(account: Account, entry: _Entry) -> UserData:
@@ -64,7 +71,12 @@ class InProcessSource:
     """
 
     def __init__(
-        self, runtime: Runtime, *, probe_interval: float = 2.0, cache_ttl: float = 60.0
+        self,
+        runtime: Runtime,
+        *,
+        probe_interval: float = 2.0,
+        cache_ttl: float = 60.0,
+        batch_window: float = 0.0,
     ) -> None:
         self._runtime = runtime
         self._timeout = runtime.settings.backend_timeout
@@ -74,6 +86,14 @@ class InProcessSource:
         self._cache: dict[int, _Entry] = {}
         self._members: dict[int, set[int]] = {}  # team id -> cached users in it
         self._generation = 0  # bumped by every invalidation; a fetch older than it stores nothing
+        # Cold reads of sockets that authenticate together (a reconnect storm, a
+        # restart) share one read of the three statements for up to MAX_BATCH users:
+        # per user, one read alone costs ~10 hops into the database driver's thread
+        # and back; in a batch of 50 it is a fiftieth of that (docs/benchmarks.md).
+        # A lone socket waits for nothing: the window is one loop turn.
+        self._batches: Coalescer[int, Bootstrap] = Coalescer(
+            self._read_batch, window=batch_window, max_batch=MAX_BATCH, max_in_flight=2
+        )
 
     @property
     def healthy(self) -> bool:
@@ -95,9 +115,7 @@ class InProcessSource:
                     self._watch.succeeded()
                     return _unpack(account, entry)
                 generation = self._generation
-                read = await self._runtime.users.bootstrap(
-                    user_id, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
-                )
+                read = await self._batches.get(user_id)
         except DatabaseUnavailable:
             self._watch.failed("fetch", "database")
             return fallback(user_id)
@@ -109,6 +127,22 @@ class InProcessSource:
         if generation == self._generation:
             self._remember(user_id, read.teams, read.tasks)
         return UserData(account.wire(), read.teams, read.tasks)
+
+    async def _read_batch(
+        self, user_ids: list[int], first_asked: float
+    ) -> dict[int, Bootstrap | BaseException]:
+        """One read for every user asked for since the last batch left; a user without
+        a row gets an empty `Bootstrap`, refused by `admit` as a lone read would be."""
+        if len(user_ids) == 1:
+            (user_id,) = user_ids
+            read = await self._runtime.users.bootstrap(
+                user_id, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
+            )
+            return {user_id: read}
+        reads = await self._runtime.users.bootstrap_many(
+            user_ids, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
+        )
+        return {user_id: reads.get(user_id, _NOBODY) for user_id in user_ids}
 
     def _entry(self, user_id: int) -> _Entry | None:
         entry = self._cache.get(user_id)
@@ -177,6 +211,7 @@ class InProcessSource:
 
     async def stop(self) -> None:
         await self._watch.stop()
+        await self._batches.aclose()
 
     async def _probe(self) -> None:
         try:

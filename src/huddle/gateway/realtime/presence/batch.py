@@ -73,15 +73,20 @@ class PresenceBatch:
         """When the earliest pending window ends (the batch's clock), or None."""
         return min(self._due.values()) if self._due else None
 
-    def record(self, team_id: int, user_id: int, *, online: bool, window: float = 0.0) -> None:
+    def record(
+        self, team_id: int, user_id: int, *, online: bool, window: float = 0.0
+    ) -> float | None:
         """A user's presence in a team changed to `online` (the latest word wins).
 
         `window`: seconds the team's window lasts, when this change opens one.
+        Returns when that new window ends, or None when the team's window was
+        already open (so a caller's timer needs no look at every window).
         """
+        opened: float | None = None
         users = self._pending.get(team_id)
         if users is None:
             users = self._pending[team_id] = {}
-            self._due[team_id] = self._clock() + window
+            opened = self._due[team_id] = self._clock() + window
         entry = users.get(user_id)
         if entry is None:
             before = user_id in self._heard.get(team_id, ()) or not online
@@ -92,6 +97,7 @@ class PresenceBatch:
                 entry.since = self._clock()
             elif self._listed.get(team_id, -1.0) >= entry.since - self._grace:
                 entry.revealed = True
+        return opened
 
     def listed(self, team_id: int) -> None:
         """`team_presence` is answering for this team (with the state as it is now)."""
