@@ -161,8 +161,7 @@ async def test_bootstrap_many_answers_every_batch_size_alike(
     for user in users[::7]:
         await factory.task(team["id"], owner, assigneeId=user.id)
     lone = {
-        user.id: await runtime.users.bootstrap(user.id, max_teams=5, max_tasks=5)
-        for user in users
+        user.id: await runtime.users.bootstrap(user.id, max_teams=5, max_tasks=5) for user in users
     }
     for size in (2, 3, 4, 5, 9, 17, 33, 64, 65, 128, 129, 140):
         chosen = users[:size]
