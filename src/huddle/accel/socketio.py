@@ -187,14 +187,28 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         except TypeError:  # bytes somewhere (or not JSON at all): python-socketio's own path
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
             return
-        skip = skip_sid if isinstance(skip_sid, list | set | tuple) else (skip_sid,)
+        skip = (
+            skip_sid
+            if isinstance(skip_sid, list | set | tuple)
+            else ()
+            if skip_sid is None
+            else (skip_sid,)
+        )
         message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         frame: bytes | None = None
         shared = queued = 0
         sockets = self.server.eio.sockets
-        # get_participants iterates over a copy: the awaits below cannot disturb it.
-        for sid, eio_sid in self.get_participants(namespace, room):
-            if sid in skip:
+        # A copy of the room's members (python-socketio's `get_participants` copies too):
+        # the awaits below cannot disturb it.
+        members = self.rooms[namespace].get(room) if isinstance(room, str | None) else None
+        if members is not None:
+            participants = list(members.items())
+        elif isinstance(room, str | None):
+            participants = []
+        else:
+            participants = list(self.get_participants(namespace, room))
+        for sid, eio_sid in participants:
+            if skip and sid in skip:
                 continue
             socket = sockets.get(eio_sid)
             if socket is None or socket.closed or socket.closing:
@@ -204,15 +218,15 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             connection = getattr(socket, "connection", None)
             if connection is None and socket.upgraded and socket.queue.empty():
                 connection = connection_for(eio_sid)
-            if connection is not None and connection.accepts_shared_frames:
+            if connection is not None:
                 if frame is None:
                     text = message.encode()
                     frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
-                connection.push(frame)
-                shared += 1
-            else:
-                await socket.send(message)
-                queued += 1
+                if connection.push_shared(frame):
+                    shared += 1
+                    continue
+            await socket.send(message)
+            queued += 1
         if shared:
             _SHARED.inc(shared)
             flush_waiting()  # a long loop turn (a burst of events) writes as it goes

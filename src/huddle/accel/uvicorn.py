@@ -12,11 +12,12 @@ option) offering one more operation, `push(frame)`.
 Overrides (against uvicorn's `WebSocketsSansIOProtocol` and
 `HttpToolsProtocol`, and `websockets`' sans-I/O `ServerProtocol`):
 
-1. `FastWebSocketProtocol.push` / `send_now` / `_write_pending`, `_Flusher`
-   and `flush_waiting`: frames queued per connection and written in one
-   write per connection, at the end of the loop turn — or, while frames keep
-   coming, once a window has passed since the last flush (`FLUSH_WINDOW`,
-   as long as the last flush took when that was longer), so that
+1. `FastWebSocketProtocol.push` / `push_shared` / `send_now` /
+   `_write_pending`, `_Flusher` and `flush_waiting`: frames queued per
+   connection and written in one write per connection, at the end of the
+   loop turn — or, while frames keep coming, once a window has passed since
+   the last flush (`FLUSH_WINDOW`, twice as long as the last flush took when
+   that was longer: `FLUSH_SHARE`), so that
    events in quick succession share writes; a long turn writes once its
    oldest frame has waited `FLUSH_AFTER`. `send` frames ordinary ASGI sends
    into the same queue, so order holds.
@@ -103,8 +104,11 @@ FLUSH_WAIT_PER_CONNECTION = 60e-6
 small share of the time waited (2,000 connections: every 120 ms)."""
 FLUSH_WINDOW = 0.002
 """Seconds between two flushes while frames keep coming (see `_Flusher`)..."""
-FLUSH_WINDOW_MAX = 0.025
+FLUSH_WINDOW_MAX = 0.05
 """...longer after a flush that took long, up to this (see `_Flusher`)."""
+FLUSH_SHARE = 1 / 3
+"""The share of the process that writes may take while frames keep coming: the window after
+a flush lasts `1 / FLUSH_SHARE - 1` times as long as the flush took."""
 
 
 def connection_for(eio_sid: str) -> FastWebSocketProtocol | None:
@@ -124,12 +128,16 @@ class _Flusher:
     storm of presence — leave in one write per connection instead of one per
     event. A quiet server answers at once; a busy one at most a window late.
 
-    The window is at least `FLUSH_WINDOW` and at least as long as the last
-    flush took (at most `FLUSH_WINDOW_MAX`): writing to 2,000 connections
-    costs ~15 ms of CPU, so the events of edits made one after another (each
-    a REST request of a few milliseconds) share the next write instead of
-    each paying 2,000 system calls, and writes never take more than about
-    half the process.
+    The window is at least `FLUSH_WINDOW` and twice as long as the last
+    flush took (`FLUSH_SHARE`, at most `FLUSH_WINDOW_MAX`): writing to 2,000
+    connections costs ~15 ms of CPU (a system call each, ~7 µs), so the
+    events of edits made one after another (each a REST request of a few
+    milliseconds) share the next write instead of each paying 2,000 system
+    calls, and writes never take more than about a third of the process.
+    With a window as long as the flush (half the process), sequential PATCHes
+    to a team of 2,000 shared a write ~2.8 events at a time; the latency this
+    adds (a window of ~30 ms there) is a fraction of the Node peer's
+    (docs/benchmarks.md).
     """
 
     __slots__ = ("handle", "last", "queued", "since", "window")
@@ -170,7 +178,7 @@ class _Flusher:
             connection._write_pending()
         took = time.perf_counter() - started
         self.last = queued[0].loop.time() + took
-        self.window = min(FLUSH_WINDOW_MAX, max(FLUSH_WINDOW, took))
+        self.window = min(FLUSH_WINDOW_MAX, max(FLUSH_WINDOW, took * (1 / FLUSH_SHARE - 1)))
 
 
 _flusher = _Flusher()
@@ -280,7 +288,8 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         # Lighter equivalents of uvicorn's per-connection Queue and Event (same methods).
         self.queue = _ReceiveQueue()  # type: ignore[assignment]
-        self.writable = _Flag()  # type: ignore[assignment]
+        self._writable = _Flag()
+        self.writable = self._writable  # type: ignore[assignment]
         self._pending: list[bytes] = []
         self._queued = False
         self._eio_sid: str | None = None
@@ -297,6 +306,23 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             and self.writable.is_set()
             and not self.conn.extensions
         )
+
+    def push_shared(self, frame: bytes) -> bool:
+        """`push` when `accepts_shared_frames`, in one call (the broadcast loop's per-recipient
+        step: ~2,000 of them per event in a big team); False when it does not accept them."""
+        if (
+            self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self._writable._set
+            and not self.conn.extensions
+        ):
+            self._pending.append(frame)
+            if not self._queued:
+                self._queued = True
+                _flusher.queue(self)
+            return True
+        return False
 
     def push(self, frame: bytes) -> None:
         """Queue a complete WebSocket frame; written with the others queued (`_Flusher`)."""
