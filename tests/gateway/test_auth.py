@@ -10,10 +10,12 @@ from collections.abc import Callable
 import httpx
 import jwt
 import pytest
+import websockets
 
 from tests.factories import Factory
 from tests.gateway.conftest import ProbeMaker
 from tests.gateway.live import SECRET, LiveServer, mint_token
+from tests.gateway.raw import frame, next_event, ws_url
 
 EXPIRED_MESSAGE = "Token has expired. Please refresh your session or log in again."
 
@@ -268,6 +270,24 @@ async def test_a_bearer_header_in_the_handshake_authenticates_too(
     user = await factory.user()
     probe = await connect(headers={"Authorization": f"Bearer {user.access_token}"})
     assert (await probe.next("authenticated"))["user"]["id"] == user.id
+
+
+async def test_a_second_connect_on_the_same_session_still_reads_the_bearer_header(
+    factory: Factory, live: LiveServer
+) -> None:
+    """The handshake request's headers are dropped once the CONNECT is answered (memory per
+    connection), but not the token header: a client that disconnects the namespace and
+    connects again on the same Engine.IO session is authenticated by it again."""
+    user = await factory.user()
+    headers = {"Authorization": f"Bearer {user.access_token}", "User-Agent": "probe/1.0"}
+    async with websockets.connect(ws_url(live), additional_headers=headers) as ws:
+        assert (await frame(ws)).startswith("0{")
+        for _ in range(2):
+            await ws.send("40")
+            assert (await frame(ws)).startswith("40{")
+            name, data = await next_event(ws)
+            assert (name, data["user"]["id"]) == ("authenticated", user.id)
+            await ws.send("41")  # leave the namespace; the Engine.IO session stays
 
 
 async def test_a_malformed_handshake_is_reported_and_waits_for_authenticate(

@@ -172,6 +172,7 @@ class GatewayNamespace:
             await self.hub.terminate(session)
         finally:
             reset_contextvars(**bound)
+            _forget_request_headers(environ)
 
     async def _connect(self, session: SocketSession, environ: dict[str, Any], auth: Any) -> None:
         if self.shutting_down:
@@ -396,3 +397,27 @@ class GatewayNamespace:
 async def _refuse(session: SocketSession, args: tuple[Any, ...]) -> Any:
     """The handler of a refused packet or an unknown event: BAD_REQUEST with the reason."""
     raise BadRequest(str(args[0]) if args else "Malformed packet.")
+
+
+_KEPT_HEADERS = (b"authorization", b"x-forwarded-for")
+"""What a second CONNECT on the same Engine.IO session reads again (`on_connect`)."""
+
+
+def _forget_request_headers(environ: dict[str, Any]) -> None:
+    """Drop the handshake request's headers once the CONNECT is answered.
+
+    python-socketio keeps each session's environ — and through it the ASGI
+    scope — for the socket's life, hours for most; a browser's dozen headers
+    are held twice there (as raw bytes in the scope and as `HTTP_*` strings),
+    ~1 KB per connection that nothing reads again. What a client's second
+    CONNECT on the same session would read (its token header, the forwarded
+    address) stays.
+    """
+    for key in [key for key in environ if key.startswith("HTTP_")]:
+        if key not in ("HTTP_AUTHORIZATION", "HTTP_X_FORWARDED_FOR"):
+            del environ[key]
+    scope = environ.get("asgi.scope")
+    if isinstance(scope, dict):
+        headers = scope.get("headers")
+        if headers:
+            scope["headers"] = [item for item in headers if item[0] in _KEPT_HEADERS]
