@@ -248,20 +248,56 @@ async def test_the_socket_sees_the_upgrade_request_as_sent(
         await client.disconnect()
 
 
-async def test_a_malformed_upgrade_is_refused_with_an_http_error(
-    stack: tuple[str, socketio.AsyncServer],
+_UPGRADE = (
+    b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+    b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (_UPGRADE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b""), b"400"),
+        (_UPGRADE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ="), b"400"),  # 5 bytes
+        (_UPGRADE.replace(b"Version: 13", b"Version: 8"), b"400"),
+        (_UPGRADE + b"Sec-WebSocket-Version: 13\r\n", b"400"),  # twice
+        (_UPGRADE.replace(b"GET", b"POST"), b"405"),
+        (_UPGRADE.replace(b"Connection: Upgrade", b"Connection: keep-alive, Upgrade"), b"101"),
+        (_UPGRADE.replace(b"Upgrade: websocket", b"Upgrade: WebSocket"), b"101"),
+        # This stack negotiates compression (uvicorn's default): an offer is answered,
+        # a malformed one refused.
+        (_UPGRADE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n", b"101"),
+        (_UPGRADE + b"Sec-WebSocket-Extensions: ;;\r\n", b"400"),
+    ],
+)
+async def test_upgrades_are_accepted_or_refused_as_websockets_would(
+    stack: tuple[str, socketio.AsyncServer], request_bytes: bytes, status: bytes
 ) -> None:
+    """What the lean accept (plain requests) and `websockets`' own (anything else) answer:
+    refusals with their HTTP status, and a 101 with the RFC 6455 accept key, compression
+    negotiated only when offered, followed by the Engine.IO OPEN packet."""
     url, _ = stack
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
-        b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"  # no Sec-WebSocket-Key
-    )
-    status = await asyncio.wait_for(reader.readline(), 5)
-    writer.close()
-    assert status.startswith(b"HTTP/1.1 400"), status
+    writer.write(request_bytes + b"\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    try:
+        assert head.startswith(b"HTTP/1.1 " + status), head
+        if status == b"101":
+            lines = head.lower().split(b"\r\n")
+            assert b"sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=" in lines
+            offered = b"permessage-deflate" in request_bytes
+            negotiated = [line for line in lines if line.startswith(b"sec-websocket-extensions:")]
+            assert [line.split(b";")[0] for line in negotiated] == (
+                [b"sec-websocket-extensions: permessage-deflate"] if offered else []
+            )
+            if not offered:
+                frame = await asyncio.wait_for(reader.readexactly(2), 5)
+                body = await asyncio.wait_for(reader.readexactly(frame[1] & 0x7F), 5)
+                assert body.startswith(b'0{"sid":'), body
+    finally:
+        writer.close()
 
 
 async def test_a_long_loop_turn_of_broadcasts_is_written_as_it_goes(
