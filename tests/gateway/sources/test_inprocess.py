@@ -120,10 +120,20 @@ async def test_fetch_refuses_a_revoked_token_and_an_unknown_user(
 
 
 async def test_sockets_authenticating_together_share_one_read_and_each_gets_its_own_data(
-    runtime: Runtime, source: InProcessSource
+    runtime: Runtime,
 ) -> None:
     """A reconnect storm: 30 cold sockets at once (plus an unknown user and a revoked
-    token) cost one batched read, not one per socket, and nobody gets another's data."""
+    token) cost one batched read, not one per socket, and nobody gets another's data.
+    (Batching is what a PostgreSQL deployment does; SQLite reads inline, one by one.)"""
+    source = InProcessSource(runtime, batched=True)
+    await source.start()
+    try:
+        await _storm(runtime, source)
+    finally:
+        await source.stop()
+
+
+async def _storm(runtime: Runtime, source: InProcessSource) -> None:
     owner = await new_user(runtime, "owner")
     shared = (await runtime.teams.create(owner, "Everyone", "")).team.id
     users = [await new_user(runtime, f"u{i}") for i in range(30)]

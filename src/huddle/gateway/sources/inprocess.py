@@ -77,6 +77,7 @@ class InProcessSource:
         probe_interval: float = 2.0,
         cache_ttl: float = 60.0,
         batch_window: float = 0.0,
+        batched: bool | None = None,
     ) -> None:
         self._runtime = runtime
         self._timeout = runtime.settings.backend_timeout
@@ -87,10 +88,17 @@ class InProcessSource:
         self._members: dict[int, set[int]] = {}  # team id -> cached users in it
         self._generation = 0  # bumped by every invalidation; a fetch older than it stores nothing
         # Cold reads of sockets that authenticate together (a reconnect storm, a
-        # restart) share one read of the three statements for up to MAX_BATCH users:
-        # per user, one read alone costs ~10 hops into the database driver's thread
-        # and back; in a batch of 50 it is a fiftieth of that (docs/benchmarks.md).
-        # A lone socket waits for nothing: the window is one loop turn.
+        # restart) share one read of the three statements for up to MAX_BATCH users,
+        # on a database across a connection: on PostgreSQL a user read alone costs
+        # ~490 µs of this process's CPU (round trips through asyncpg), ~190 µs in
+        # a batch of 3 and ~66 µs in one of 10. Not on SQLite, read inline without
+        # a round trip (accel/sqlalchemy.py): there the window queries of a batch
+        # cost more than three indexed reads per user (+4 % instructions per storm
+        # handshake, callgrind). A lone socket waits for nothing: the window is one
+        # loop turn. Figures: docs/benchmarks.md ("Cold reads in batches").
+        self._batched = (
+            batched if batched is not None else runtime.db.engine.dialect.name != "sqlite"
+        )
         self._batches: Coalescer[int, Bootstrap] = Coalescer(
             self._read_batch, window=batch_window, max_batch=MAX_BATCH, max_in_flight=2
         )
@@ -115,7 +123,13 @@ class InProcessSource:
                     self._watch.succeeded()
                     return _unpack(account, entry)
                 generation = self._generation
-                read = await self._batches.get(user_id)
+                read = await (
+                    self._batches.get(user_id)
+                    if self._batched
+                    else self._runtime.users.bootstrap(
+                        user_id, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
+                    )
+                )
         except DatabaseUnavailable:
             self._watch.failed("fetch", "database")
             return fallback(user_id)
