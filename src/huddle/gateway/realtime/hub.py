@@ -252,9 +252,10 @@ class Hub:
             return
         if self._presence_closed:
             return
-        opened = self._presence_batch.record(
-            team_id, user_id, online=online, window=self.presence_window(team_id)
-        )
+        batch = self._presence_batch
+        # The window's length matters only to the change that opens it.
+        window = 0.0 if batch.is_open(team_id) else self.presence_window(team_id)
+        opened = batch.record(team_id, user_id, online=online, window=window)
         if opened is not None:  # a window already open has its timer armed
             self._arm_presence(opened)
 

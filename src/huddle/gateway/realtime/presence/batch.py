@@ -69,6 +69,10 @@ class PresenceBatch:
     def pending(self) -> bool:
         return bool(self._pending)
 
+    def is_open(self, team_id: int) -> bool:
+        """True while a window of the team is open (a change recorded now joins it)."""
+        return team_id in self._due
+
     def next_due(self) -> float | None:
         """When the earliest pending window ends (the batch's clock), or None."""
         return min(self._due.values()) if self._due else None
