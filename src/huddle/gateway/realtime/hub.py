@@ -48,9 +48,10 @@ PRESENCE_WINDOW_PER_MEMBER = 0.0005
 """Seconds a team's presence window grows per member online here (see `Hub.presence_window`)."""
 PRESENCE_WINDOW_MAX = 2.0
 """The longest a presence window gets, however big the room and however busy the gateway."""
-PRESENCE_FRAME_COST = 5e-6
-"""Seconds one presence frame costs per socket it reaches, its write included (a measured
-order of magnitude: bench/callgrind_storm.py with and without presence)."""
+PRESENCE_FRAME_COST = 8.5e-6
+"""Seconds one presence frame costs per socket it reaches, its write included: ~1 µs in the
+broadcast loop and ~7.5 µs for the write, which a presence frame rarely shares with another
+frame (a flush to 2,000 connections takes ~15 ms; docs/benchmarks.md)."""
 PRESENCE_BUDGET = 0.02
 """The share of the process presence may take while windows are stretched by load."""
 
