@@ -76,10 +76,25 @@ async def test_answered_pings_keep_the_session_and_silence_ends_it(
         assert time.monotonic() - started < 7
 
 
+@pytest.fixture(scope="module")
+def patient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Frequent pings with a long ping timeout: a test that waits out the server's own
+    disconnect (AUTH_TIMEOUT, then TRANSPORT_CLOSE_AFTER: ~6 s) must not lose the session
+    to a pong that a loaded machine delivered 2 s late."""
+    server = LiveServer(
+        tmp_path_factory.mktemp("engine-patient"),
+        env={"SOCKET_PING_INTERVAL": "1", "SOCKET_PING_TIMEOUT": "15", "AUTH_TIMEOUT": "1"},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 async def test_a_server_side_disconnect_sends_close_and_closes_the_websocket(
-    heartbeat_server: LiveServer,
+    patient_server: LiveServer,
 ) -> None:
-    async with websockets.connect(ws_url(heartbeat_server)) as ws:
+    async with websockets.connect(ws_url(patient_server)) as ws:
         assert (await raw.frame(ws)).startswith("0{")
         await ws.send("40")  # no token: AUTH_TIMEOUT (1 s) later the server lets go
         assert (await raw.frame(ws)).startswith("40{")
