@@ -24,6 +24,7 @@ import uvicorn
 import websockets
 import websockets.sync.client
 
+from huddle.accel import uvicorn as accel_uvicorn
 from huddle.accel.engineio import LeanSocketIOServer
 from huddle.accel.socketio import FastManager
 from huddle.accel.uvicorn import FastHttpToolsProtocol, FastWebSocketProtocol
@@ -140,6 +141,38 @@ async def test_own_emits_and_broadcasts_keep_their_order(
         assert [data for _, data in received] == list(range(20))
     finally:
         await client.disconnect()
+
+
+async def test_a_flush_written_in_slices_delivers_everything_in_order(
+    stack: tuple[str, socketio.AsyncServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush writes a few connections per loop turn (2 here, 256 in production); events
+    made between its slices, to the room and to single sockets, still reach every socket
+    once each and in the order they were made."""
+    monkeypatch.setattr(accel_uvicorn, "FLUSH_SLICE", 2)
+    url, sio = stack
+    clients = [await _client(url, ["websocket"]) for _ in range(7)]
+    try:
+        await _room_holds(sio, 7)
+        sids = [client.get_sid() for client, _ in clients]
+        expected: list[list[int]] = [[] for _ in clients]
+        for n in range(40):
+            if n % 5 == 4:  # now and then, one socket alone
+                target = n % len(clients)
+                await sio.emit("seq", n, to=sids[target])
+                expected[target].append(n)
+            else:
+                await sio.emit("seq", n, to="room")
+                for events in expected:
+                    events.append(n)
+            if n % 3 == 0:
+                await asyncio.sleep(0)  # a loop turn: the slices under way go on
+        for (_, received), events in zip(clients, expected, strict=True):
+            await _until(received, len(events))
+            assert [data for _, data in received] == events
+    finally:
+        for client, _ in clients:
+            await client.disconnect()
 
 
 async def test_a_disconnected_socket_leaves_every_room_and_the_others_stay(

@@ -125,6 +125,9 @@ FLUSH_WINDOW = 0.002
 """Seconds between two flushes while frames keep coming (see `_Flusher`)..."""
 FLUSH_WINDOW_MAX = 0.05
 """...longer after a flush that took long, up to this (see `_Flusher`)."""
+FLUSH_SLICE = 256
+"""Connections a flush writes per loop turn (~2 ms): between slices the loop serves requests,
+so a flush to thousands of connections does not hold up the edits that make the next events."""
 FLUSH_SHARE = 1 / 3
 """The share of the process that writes may take while frames keep coming: the window after
 a flush lasts `1 / FLUSH_SHARE - 1` times as long as the flush took."""
@@ -157,47 +160,92 @@ class _Flusher:
     to a team of 2,000 shared a write ~2.8 events at a time; the latency this
     adds (a window of ~30 ms there) is a fraction of the Node peer's
     (docs/benchmarks.md).
+
+    A flush writes `FLUSH_SLICE` connections per loop turn: the requests that
+    make the next events are served between slices rather than after a 15 ms
+    flush, so more of them share the next one. Each connection is written
+    once per flush, with everything it holds by its turn; what is queued
+    meanwhile waits for the flush to end and its window to pass.
+    `flush_waiting` (a long loop turn) writes everything at once.
     """
 
-    __slots__ = ("handle", "last", "queued", "since", "window")
+    __slots__ = ("handle", "last", "position", "queued", "since", "took", "window", "writing")
 
     def __init__(self) -> None:
         self.queued: list[FastWebSocketProtocol] = []
         """Connections holding frames, in the order they queued."""
         self.handle: asyncio.Handle | None = None
+        """The next flush, or the next slice of the one under way."""
         self.since = 0.0
         """When the oldest queued frame was queued (loop time)."""
         self.last = float("-inf")
         """When the last flush ended (loop time)."""
         self.window = FLUSH_WINDOW
         """The least time from the end of a flush to the next one while frames keep coming."""
+        self.writing: list[FastWebSocketProtocol] | None = None
+        """The connections of the flush under way, written `FLUSH_SLICE` per loop turn."""
+        self.position = 0
+        """How many of `writing` are written."""
+        self.took = 0.0
+        """CPU seconds the flush under way has taken so far."""
 
     def queue(self, connection: FastWebSocketProtocol) -> None:
+        if not self.queued:
+            self.since = connection.loop.time()
         self.queued.append(connection)
-        if self.handle is None:
-            loop = connection.loop
-            now = loop.time()
-            self.since = now
-            due = self.last + self.window
-            if due <= now:
-                self.handle = loop.call_soon(self.flush)
-            else:
-                self.handle = loop.call_at(due, self.flush)
+        if self.handle is None and self.writing is None:
+            self._schedule(connection.loop)
 
-    def flush(self) -> None:
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = self.last + self.window
+        if due <= loop.time():
+            self.handle = loop.call_soon(self.flush)
+        else:
+            self.handle = loop.call_at(due, self.flush)
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Start writing what is queued (its first slice now, or `everything`); a flush
+        under way is finished first, all of it, so what it holds leaves before anything
+        newer."""
         handle, self.handle = self.handle, None
         if handle is not None:
             handle.cancel()
+        if self.writing is not None:
+            self._write(everything=True)
         queued, self.queued = self.queued, []
         if not queued:
             return
+        self.writing, self.position, self.took = queued, 0, 0.0
+        self._write(everything=everything)
+
+    def _next_slice(self) -> None:
+        self.handle = None
+        if self.writing is not None:
+            self._write(everything=False)
+
+    def _write(self, *, everything: bool) -> None:
+        writing = self.writing
+        assert writing is not None
+        start = self.position
+        end = len(writing) if everything else min(len(writing), start + FLUSH_SLICE)
         started = time.perf_counter()  # uvloop's loop.time() stands still within a callback
-        for connection in queued:
+        for index in range(start, end):
+            connection = writing[index]
             connection._queued = False
             connection._write_pending()
         took = time.perf_counter() - started
-        self.last = queued[0].loop.time() + took
-        self.window = min(FLUSH_WINDOW_MAX, max(FLUSH_WINDOW, took * (1 / FLUSH_SHARE - 1)))
+        self.took += took
+        self.position = end
+        loop = writing[0].loop
+        if end < len(writing):
+            if not everything:
+                self.handle = loop.call_soon(self._next_slice)
+            return
+        self.writing = None
+        self.last = loop.time() + took
+        self.window = min(FLUSH_WINDOW_MAX, max(FLUSH_WINDOW, self.took * (1 / FLUSH_SHARE - 1)))
+        if self.queued and self.handle is None and not everything:
+            self._schedule(loop)  # what queued while the slices went out (else: the caller's)
 
 
 _flusher = _Flusher()
@@ -222,7 +270,7 @@ def flush_waiting() -> None:
     waited = queued[0].loop.time() - _flusher.since
     if waited < FLUSH_AFTER or waited < len(queued) * FLUSH_WAIT_PER_CONNECTION:
         return
-    _flusher.flush()
+    _flusher.flush(everything=True)  # this turn goes on: no slice could go out before it ends
 
 
 def connection_of(scope: Any) -> FastWebSocketProtocol | None:
