@@ -1,11 +1,15 @@
-"""The inline SQLite driver under SQLAlchemy's async API, as scripts and `/readyz` use it."""
+"""The inline SQLite driver under SQLAlchemy's async API, as scripts, `/readyz` and reads use it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import column, insert, select, table, text
+import pytest
+from sqlalchemy import bindparam, column, insert, select, table, text
+from sqlalchemy.exc import OperationalError
 
+from huddle.accel.sqlalchemy import PreparedQueries
+from huddle.db.queries import CoreQueries
 from huddle.db.session import create_engine
 from tests.api.conftest import make_settings
 
@@ -25,5 +29,28 @@ async def test_async_connection_executes_and_executes_many(tmp_path: Path) -> No
             assert list(names) == ["a", "b", "c"]
             async with conn.stream(select(_ITEMS.c.id)) as rows:
                 assert [row.id async for row in rows] == [1, 2, 3]
+    finally:
+        await engine.dispose()
+
+
+async def test_reads_through_query_runners_give_the_same_rows_and_errors(tmp_path: Path) -> None:
+    """Prepared reads (on the pooled sqlite3 connection) answer as SQLAlchemy Core does:
+    the same rows, and a failing read raises SQLAlchemy's own error class, after which
+    the pool reads on as before."""
+    engine = create_engine(make_settings(tmp_path))
+    by_name = select(_ITEMS.c.id, _ITEMS.c.name).where(_ITEMS.c.name > bindparam("after"))
+    missing = select(table("no_such_table", column("id")).c.id).where(
+        column("id") > bindparam("after")
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)"))
+            await conn.execute(insert(_ITEMS), [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+        queries = [(by_name, {"after": "a"}), (by_name, {"after": ""})]
+        for runner in (CoreQueries(), PreparedQueries()):
+            assert await runner.select(engine, queries) == [[(2, "b")], [(1, "a"), (2, "b")]]
+            with pytest.raises(OperationalError, match="no such table"):
+                await runner.select(engine, [(missing, {"after": 0})])
+            assert await runner.select(engine, queries[:1]) == [[(2, "b")]]
     finally:
         await engine.dispose()

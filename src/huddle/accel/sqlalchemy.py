@@ -1,4 +1,4 @@
-"""SQLAlchemy, on the event loop: SQLite inline, and the outbox's statements as driver SQL.
+"""SQLAlchemy, on the event loop: SQLite inline, the outbox's statements as driver SQL, reads raw.
 
 Overrides (the public path: SQLAlchemy's aiosqlite dialect over aiosqlite's
 thread, and Core statements executed through `Connection.execute`):
@@ -44,8 +44,18 @@ thread, and Core statements executed through `Connection.execute`):
    inside one `greenlet_spawn` (with the sync engine's `connect()`, as
    `AsyncConnection.start` does), which is what those three do one by one.
    Private name: `sqlalchemy.util.concurrency.greenlet_spawn`.
+4. **SQLite reads on the sqlite3 connection** (`PreparedQueries._select`,
+   `_read_raw`). A read through a `Connection` wraps SQLite's work in a
+   Connection, a transaction that issues nothing on SQLite, a rollback on
+   close and the inline cursor's greenlet switch. With the inline driver, no
+   engine events and no statement logging, the statements run on the sqlite3
+   connection of a pooled connection checked out with the public
+   `Engine.raw_connection()` (the pool's checkout, checkin and reset kept);
+   on any error that connection is invalidated and the read runs again
+   through a `Connection`, which reports the error as before. Private names:
+   `Engine._has_events`, `Engine._should_log_info`.
 
-Figures: docs/benchmarks.md ("Outbox per event").
+Figures: docs/benchmarks.md ("Outbox per event", "REST reads (issue 12)").
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_dbapi,
 )
 from sqlalchemy.engine import Connection as SAConnection
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.engine.default import DefaultDialect, DefaultExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
@@ -74,6 +84,7 @@ from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from huddle.accel import Gate, Tested
+from huddle.db.queries import Query
 
 GATE = Gate((Tested("SQLAlchemy", "sqlalchemy", ("2.1.9",)),))
 
@@ -374,6 +385,32 @@ class _Form:
     defaults: Mapping[str, Any]
     """Values of the bind parameters the statement itself fixes (SQLite's `OFFSET 0`)."""
 
+    def bind(self, params: Mapping[str, Any] | None) -> tuple[Any, ...] | dict[str, Any] | None:
+        """The driver's parameters for `params` (by bind name), bind processors applied."""
+        if not self.names:
+            return None
+        if params is None:
+            raise TypeError("this statement takes parameters")
+        given = {**self.defaults, **params} if self.defaults else params
+        values = [
+            given[name] if process is None else process(given[name])
+            for name, process in zip(self.names, self.processors, strict=True)
+        ]
+        return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+
+    def convert(self, rows: list[Any]) -> list[Any]:
+        """The driver's rows with the result processors applied (as tuples)."""
+        results = self.results
+        if results is None or not rows:
+            return rows
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in results:
+                values[index] = process(values[index])
+            converted.append(tuple(values))
+        return converted
+
 
 class Prepared:
     """A Core statement executed as its compiled driver SQL."""
@@ -391,19 +428,8 @@ class Prepared:
         as `Connection.execute` raises them: SQLAlchemy's DBAPIError classes,
         a lost connection invalidated.
         """
-        form = self._forms.get(connection.dialect) or self._compile(connection.dialect)
-        parameters: tuple[Any, ...] | dict[str, Any] | None = None
-        if form.names:
-            if params is None:
-                raise TypeError("this statement takes parameters")
-            given = {**form.defaults, **params} if form.defaults else params
-            values = [
-                given[name] if process is None else process(given[name])
-                for name, process in zip(form.names, form.processors, strict=True)
-            ]
-            parameters = (
-                tuple(values) if form.positional else dict(zip(form.names, values, strict=True))
-            )
+        form = self.form(connection.dialect)
+        parameters = form.bind(params)
         if (
             not form.direct
             or connection._has_events
@@ -414,16 +440,11 @@ class Prepared:
             rows = list(result.all()) if result.returns_rows else []
         else:
             rows = _on_cursor(connection, form.sql, parameters)
-        results = form.results
-        if results is None or not rows:
-            return rows
-        converted = []
-        for row in rows:
-            values = list(row)
-            for index, process in results:
-                values[index] = process(values[index])
-            converted.append(tuple(values))
-        return converted
+        return form.convert(rows)
+
+    def form(self, dialect: Dialect) -> _Form:
+        """The statement as `dialect` runs it (compiled on first use)."""
+        return self._forms.get(dialect) or self._compile(dialect)
 
     def _compile(self, dialect: Dialect) -> _Form:
         compiled = self._statement.compile(dialect=dialect)
@@ -510,23 +531,74 @@ class PreparedOutbox:
 
 
 class PreparedQueries:
-    """`huddle.db.queries.QueryRunner` with each statement `Prepared` (compiled once),
-    and `on_connection` in one hop into the sync layer (override 3)."""
+    """`huddle.db.queries.QueryRunner` with each statement `Prepared` (compiled once), read
+    in one hop into the sync layer (override 3), on SQLite's own connection (override 4)."""
 
     def __init__(self) -> None:
         self._prepared: dict[int, tuple[ClauseElement, Prepared]] = {}
 
-    def rows(
-        self, connection: SAConnection, statement: ClauseElement, params: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
+    async def select(self, engine: AsyncEngine, queries: Sequence[Query]) -> list[list[Any]]:
+        return await greenlet_spawn(self._select, engine.sync_engine, queries)
+
+    def _select(self, engine: Engine, queries: Sequence[Query]) -> list[list[Any]]:
+        prepared = [(self._prepare(statement), params) for statement, params in queries]
+        if (
+            isinstance(engine.dialect.loaded_dbapi, _Dbapi)
+            and not engine._has_events
+            and not engine._should_log_info()
+        ):
+            rows = _read_raw(engine, prepared)
+            if rows is not None:
+                return rows
+        with engine.connect() as connection:
+            return [statement.execute(connection, params) for statement, params in prepared]
+
+    def _prepare(self, statement: ClauseElement) -> Prepared:
         entry = self._prepared.get(id(statement))
         if entry is None or entry[0] is not statement:
             entry = self._prepared[id(statement)] = (statement, Prepared(statement))
-        return entry[1].execute(connection, params)
+        return entry[1]
 
-    async def on_connection(self, engine: AsyncEngine, fn: Callable[[SAConnection], T]) -> T:
-        def checked_out() -> T:
-            with engine.sync_engine.connect() as connection:
-                return fn(connection)
 
-        return await greenlet_spawn(checked_out)
+def _read_raw(
+    engine: Engine, prepared: list[tuple[Prepared, Mapping[str, Any]]]
+) -> list[list[Any]] | None:
+    """The statements' rows read on a pooled connection's sqlite3 connection; None when
+    it cannot read them so (the caller reads through a `Connection` then).
+
+    What `Connection` adds around a read on SQLite is a transaction that
+    issues nothing (pysqlite's `do_begin`), a rollback on close that finds
+    nothing to roll back (as the pool's reset then does once more), and its
+    own and an execution context's objects: with the inline driver's cursor
+    and its `await_`, ~18 % of a page read's instructions. The pool's
+    checkout and checkin (its events, the reset) are kept: `raw_connection`
+    is the public way to them. On any error the connection is invalidated
+    (its state is unknown) and None returned, so that the read runs again
+    through `Connection`, which reports the error as SQLAlchemy does
+    (wrapped in its DBAPIError classes, a disconnect recognized).
+    """
+    dialect = engine.dialect
+    forms = [(statement.form(dialect), params) for statement, params in prepared]
+    if not all(form.direct for form, _ in forms):
+        return None
+    raw = engine.raw_connection()
+    try:
+        conn = cast(Connection, raw.driver_connection)._connection
+        if conn is None:
+            raise ValueError("Connection closed")
+        results = []
+        for form, params in forms:
+            cursor = conn.cursor()
+            parameters = form.bind(params)
+            cursor.execute(form.sql, () if parameters is None else parameters)
+            rows = cursor.fetchall() if cursor.description else []
+            cursor.close()
+            results.append(form.convert(rows))
+    except Exception as exc:
+        raw.invalidate(exc)  # checks it in, closed
+        return None
+    except BaseException as exc:
+        raw.invalidate(exc)
+        raise
+    raw.close()
+    return results

@@ -15,7 +15,7 @@ from huddle.services.users import Account
 
 # An OAuth2 password flow, so that /docs can log in with an email and password; the
 # token is sent as `Authorization: Bearer <access token>` either way.
-_bearer = OAuth2PasswordBearer(
+bearer_token = OAuth2PasswordBearer(
     tokenUrl="/api/auth/login",
     auto_error=False,
     description="An access token from `POST /api/auth/login` (the email goes as `username`).",
@@ -41,7 +41,7 @@ async def _authenticated(request: Request, token: str | None) -> Account:
 # through `RuntimeDep` and each other: FastAPI solves every dependency of the tree
 # on every request, cached or not, and these two sit on every authenticated route.
 async def get_current_user(
-    request: Request, token: Annotated[str | None, Depends(_bearer)]
+    request: Request, token: Annotated[str | None, Depends(bearer_token)]
 ) -> Account:
     return await _authenticated(request, token)
 
@@ -49,7 +49,7 @@ async def get_current_user(
 CurrentUser = Annotated[Account, Depends(get_current_user)]
 
 
-async def get_actor(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> Actor:
+async def get_actor(request: Request, token: Annotated[str | None, Depends(bearer_token)]) -> Actor:
     return Actor.of(await _authenticated(request, token))
 
 
@@ -77,4 +77,6 @@ Cursor = Annotated[
         description="`nextCursor` of the previous page (leave out for the first page)",
     ),
 ]
-Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
+MAX_LIMIT = 100
+"""The largest page a list route answers."""
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")]

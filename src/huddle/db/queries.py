@@ -1,19 +1,19 @@
 """Reads on the hottest paths as plain Core statements: rows, not ORM objects.
 
-A `QueryRunner` runs a SELECT on a (sync) connection and returns its rows as
-tuples, with the column types' conversions applied (UTC datetimes), and runs a
-function on a connection of its own (`on_connection`). The public path is
-SQLAlchemy Core's `Connection.execute` and an `AsyncConnection`'s `run_sync`;
-with the SQLAlchemy accel module each statement is compiled once and run as
-driver SQL, and checkout, reads and checkin share one hop into SQLAlchemy's
-sync layer (`huddle.accel.sqlalchemy.PreparedQueries`). Statements must give
-every bind parameter by name (`bindparam("user_id")`).
+A `QueryRunner` runs SELECTs on a connection of their own and returns their
+rows as tuples, with the column types' conversions applied (UTC datetimes).
+The public path is SQLAlchemy Core's `Connection.execute` in an
+`AsyncConnection`'s `run_sync`; with the SQLAlchemy accel module each
+statement is compiled once and run as driver SQL, checkout, reads and checkin
+share one hop into SQLAlchemy's sync layer, and on SQLite the reads go to the
+pooled sqlite3 connection itself (`huddle.accel.sqlalchemy.PreparedQueries`).
+Statements must give every bind parameter by name (`bindparam("user_id")`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,36 +21,33 @@ from sqlalchemy.sql import ClauseElement
 
 from huddle.accel import Accel
 
-T = TypeVar("T")
+Query = tuple[ClauseElement, Mapping[str, Any]]
+"""A SELECT and its parameters by bind name."""
 
 
 class QueryRunner(Protocol):
-    def rows(
-        self, connection: Connection, statement: ClauseElement, params: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        """The statement's rows on `connection` (in its transaction)."""
-        ...
-
-    async def on_connection(self, engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
-        """`fn` on a connection checked out for it, returned to the pool after."""
+    async def select(self, engine: AsyncEngine, queries: Sequence[Query]) -> list[list[Any]]:
+        """The rows (tuples) of each query, read on one connection checked out for them
+        and returned to the pool after."""
         ...
 
 
 class CoreQueries:
     """`QueryRunner` through SQLAlchemy Core (the public path)."""
 
-    def rows(
-        self, connection: Connection, statement: ClauseElement, params: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in connection.execute(statement, dict(params))]  # type: ignore[call-overload]
+    async def select(self, engine: AsyncEngine, queries: Sequence[Query]) -> list[list[Any]]:
+        def read(connection: Connection) -> list[list[Any]]:
+            return [
+                [tuple(row) for row in connection.execute(statement, dict(params))]  # type: ignore[call-overload]
+                for statement, params in queries
+            ]
 
-    async def on_connection(self, engine: AsyncEngine, fn: Callable[[Connection], T]) -> T:
         # Closed directly: `async with` closes in a task of its own, and until it
         # runs, every request ahead of it in the loop checks out a connection of its
         # own (past the pool's size, SQLite connections were opened and closed).
         connection = await engine.connect()
         try:
-            return await connection.run_sync(fn)
+            return await connection.run_sync(read)
         finally:
             await connection.close()
 

@@ -70,6 +70,11 @@ gives an empty page rather than an integer overflow in the database driver.
 _CURSOR = re.compile(CURSOR_PATTERN)
 
 
+def plain_cursor(text: str) -> bool:
+    """Whether `text` is a cursor as we make them (`CURSOR_PATTERN`, the whole string)."""
+    return _CURSOR.fullmatch(text) is not None
+
+
 def encode_cursor(last_id: int) -> str:
     return str(last_id)
 
@@ -78,7 +83,7 @@ def decode_cursor(cursor: str | None) -> int:
     """The id after which a page starts; a cursor we did not make is a validation error."""
     if not cursor:
         return 0
-    if _CURSOR.fullmatch(cursor) is None:
+    if not plain_cursor(cursor):
         raise ValidationFailed("The cursor is not valid.", details=[{"loc": ["query", "cursor"]}])
     # Clamped: nothing lies after the largest id, and the driver never sees more.
     return min(int(cursor), MAX_ID)

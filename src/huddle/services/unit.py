@@ -5,19 +5,17 @@ Only services open units; routes and socket handlers call services.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ClauseElement
 
-from huddle.db.queries import CoreQueries, QueryRunner
+from huddle.db.queries import CoreQueries, Query, QueryRunner
 from huddle.errors import DatabaseUnavailable
 from huddle.events import outbox
 from huddle.events.bus import EventBus
@@ -135,10 +133,8 @@ class Database:
         if unit.events:
             await self.bus.publish(unit.events)
 
-    async def select(
-        self, *queries: tuple[ClauseElement, Mapping[str, Any]], prepared: bool = True
-    ) -> list[list[tuple[Any, ...]]]:
-        """The rows of each (statement, parameters), read in one session and one hop
+    async def select(self, *queries: Query, prepared: bool = True) -> list[list[tuple[Any, ...]]]:
+        """The rows of each (statement, parameters), read on one connection in one hop
         into SQLAlchemy's sync layer (see `huddle.db.queries`).
 
         `prepared=False`: through SQLAlchemy Core even when the accel module
@@ -146,13 +142,9 @@ class Database:
         expanding `IN` parameter).
         """
         runner = self.queries if prepared else _CORE
-
-        def read(connection: Connection) -> list[list[tuple[Any, ...]]]:
-            return [runner.rows(connection, statement, params) for statement, params in queries]
-
         # A plain connection rather than a Session: nothing here needs the ORM.
         try:
-            return await runner.on_connection(self.engine, read)
+            return await runner.select(self.engine, queries)
         except (OperationalError, InterfaceError, DBAPIError, PoolTimeout, OSError) as exc:
             if is_unavailable(exc):
                 raise DatabaseUnavailable() from exc

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from huddle.api.deps import CurrentActor, Cursor, Limit, RuntimeDep
+from huddle.api.lean import LeanRoute, PageRead, lean
 from huddle.api.openapi import errors
 from huddle.api.responses import page
 from huddle.errors import ValidationFailed
 from huddle.schemas import MemberIn, MemberOut, MemberPatch, Page, TeamIn, TeamOut, TeamPatch
 
-router = APIRouter(prefix="/api/teams", tags=["teams"])
+router = APIRouter(prefix="/api/teams", tags=["teams"], route_class=LeanRoute)
 
 TeamId = Annotated[int, Path(alias="teamId", ge=1, le=2**31 - 1)]
 UserId = Annotated[int, Path(alias="userId", ge=1, le=2**31 - 1)]
@@ -28,6 +29,7 @@ async def create_team(body: TeamIn, actor: CurrentActor, runtime: RuntimeDep) ->
 
 
 @router.get("", response_model=Page[TeamOut], responses=errors(401, 422))
+@lean(PageRead())
 async def my_teams(
     actor: CurrentActor, runtime: RuntimeDep, cursor: Cursor = None, limit: Limit = 50
 ) -> Response:

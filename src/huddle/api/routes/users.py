@@ -7,16 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from huddle.api.deps import CurrentActor, CurrentUser, Cursor, Limit, RuntimeDep
+from huddle.api.lean import LeanRoute, PageRead, lean
 from huddle.api.openapi import errors
 from huddle.api.responses import page
 from huddle.errors import NotFound
 from huddle.runtime import Runtime
 from huddle.schemas import Page, TaskOut, TeamOut, UserOut
-from huddle.services.access import Actor, require_self_or_admin
+from huddle.services.access import MAX_ID, Actor, require_self_or_admin
 
-router = APIRouter(prefix="/api/users", tags=["users"])
+router = APIRouter(prefix="/api/users", tags=["users"], route_class=LeanRoute)
 
-UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.get("/me", response_model=UserOut, responses=errors(401))
@@ -26,6 +27,7 @@ async def me(user: CurrentUser) -> UserOut:
 
 
 @router.get("/{userId}/teams", response_model=Page[TeamOut], responses=errors(401, 403, 404, 422))
+@lean(PageRead(path="userId", maximum=MAX_ID))
 async def user_teams(
     userId: UserId,
     actor: CurrentActor,
