@@ -581,7 +581,13 @@ def _read_raw(
     forms = [(statement.form(dialect), params) for statement, params in prepared]
     if not all(form.direct for form, _ in forms):
         return None
-    raw = engine.raw_connection()
+    try:
+        raw = engine.raw_connection()
+    except Exception:
+        # The pool could not open a connection (a database that cannot be opened):
+        # `raw_connection` raises the driver's own error; the read through a
+        # `Connection` raises it as SQLAlchemy's, which callers recognize.
+        return None
     try:
         conn = cast(Connection, raw.driver_connection)._connection
         if conn is None:
