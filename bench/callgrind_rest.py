@@ -32,6 +32,10 @@ from bench.callgrind_storm import _total
 from bench.profile_storm import summarize
 from bench.rest import HTTP_LOADGEN, SECRET, _huddle, seed
 
+DRIVE_TIMEOUT = 1800
+"""Seconds one drive may take, valgrind's slowness included: a server that died under it
+left the load generator retrying for ever."""
+
 
 def _drive(url: str, token: str, requests: int, connections: int) -> int:
     """About `requests` GETs over `connections` keep-alive connections from the Node.js
@@ -41,7 +45,7 @@ def _drive(url: str, token: str, requests: int, connections: int) -> int:
         [peer_driver.node_executable(), str(HTTP_LOADGEN), "--url", url, "--bearer", token,
          "--connections", str(connections), "--warmup", "0", "--duration", "3600",
          "--max-requests", str(requests)],
-        check=True, capture_output=True,
+        check=True, capture_output=True, timeout=DRIVE_TIMEOUT,
     )  # fmt: skip
     report = json.loads(result.stdout)
     if set(report["statuses"]) != {"200"}:
