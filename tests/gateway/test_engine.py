@@ -23,17 +23,28 @@ from tests.gateway.live import LiveServer
 from tests.gateway.raw import metric, open_and_authenticate, ws_url
 
 
-@pytest.fixture(scope="module")
-def heartbeat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def _heartbeat(
+    tmp_path_factory: pytest.TempPathFactory, name: str, ping_timeout: int
+) -> Iterator[LiveServer]:
+    """A server pinging every second, with AUTH_TIMEOUT 1 s and the given ping timeout."""
     server = LiveServer(
-        tmp_path_factory.mktemp("engine"),
-        # A 2 s ping timeout: short, yet not so short that a loaded machine misses a pong.
-        env={"SOCKET_PING_INTERVAL": "1", "SOCKET_PING_TIMEOUT": "2", "AUTH_TIMEOUT": "1"},
+        tmp_path_factory.mktemp(name),
+        env={
+            "SOCKET_PING_INTERVAL": "1",
+            "SOCKET_PING_TIMEOUT": str(ping_timeout),
+            "AUTH_TIMEOUT": "1",
+        },
     ).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def heartbeat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # A 2 s ping timeout: short, yet not so short that a loaded machine misses a pong.
+    yield from _heartbeat(tmp_path_factory, "engine", ping_timeout=2)
 
 
 @pytest.fixture
@@ -83,14 +94,7 @@ def patient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
     to a pong that a loaded machine delivered 2 s late. (Not much longer: python-engineio's
     own socket, ACCEL=off, closes the WebSocket after its CLOSE packet only when the reader
     gives up, ping interval + timeout later.)"""
-    server = LiveServer(
-        tmp_path_factory.mktemp("engine-patient"),
-        env={"SOCKET_PING_INTERVAL": "1", "SOCKET_PING_TIMEOUT": "5", "AUTH_TIMEOUT": "1"},
-    ).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _heartbeat(tmp_path_factory, "engine-patient", ping_timeout=5)
 
 
 async def test_a_server_side_disconnect_sends_close_and_closes_the_websocket(

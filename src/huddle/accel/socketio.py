@@ -187,25 +187,20 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         except TypeError:  # bytes somewhere (or not JSON at all): python-socketio's own path
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
             return
-        skip = (
-            skip_sid
-            if isinstance(skip_sid, list | set | tuple)
-            else ()
-            if skip_sid is None
-            else (skip_sid,)
-        )
+        if skip_sid is None or isinstance(skip_sid, list | set | tuple):
+            skip = skip_sid or ()
+        else:
+            skip = (skip_sid,)
         message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         frame: bytes | None = None
         shared = queued = 0
         sockets = self.server.eio.sockets
         # A copy of the room's members (python-socketio's `get_participants` copies too):
         # the awaits below cannot disturb it.
-        members = self.rooms[namespace].get(room) if isinstance(room, str | None) else None
-        if members is not None:
-            participants = list(members.items())
-        elif isinstance(room, str | None):
-            participants = []
-        else:
+        if isinstance(room, str | None):
+            members = self.rooms[namespace].get(room)
+            participants = list(members.items()) if members is not None else []
+        else:  # several rooms: python-socketio's union
             participants = list(self.get_participants(namespace, room))
         for sid, eio_sid in participants:
             if skip and sid in skip:

@@ -363,20 +363,10 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # --- the fast path ----------------------------------------------------
 
-    @property
-    def accepts_shared_frames(self) -> bool:
-        """True when a pre-built, uncompressed frame may be pushed now."""
-        return (
-            self.handshake_complete
-            and not self.close_sent
-            and not self.disconnected
-            and self.writable.is_set()
-            and not self.conn.extensions
-        )
-
     def push_shared(self, frame: bytes) -> bool:
-        """`push` when `accepts_shared_frames`, in one call (the broadcast loop's per-recipient
-        step: ~2,000 of them per event in a big team); False when it does not accept them."""
+        """`push` a pre-built, uncompressed frame when this connection can take one now
+        (accepted, open, not paused, no compression); False when it cannot. One call per
+        recipient of a broadcast: ~2,000 of them per event in a big team."""
         if (
             self.handshake_complete
             and not self.close_sent

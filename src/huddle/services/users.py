@@ -232,12 +232,14 @@ class UserService:
         out: dict[int, Bootstrap] = {}
         limit = _BATCH_SHAPES[-1]
         for start in range(0, len(ids), limit):
-            await self._bootstrap_batch(ids[start : start + limit], max_teams, max_tasks, out)
+            out.update(
+                await self._bootstrap_batch(ids[start : start + limit], max_teams, max_tasks)
+            )
         return out
 
     async def _bootstrap_batch(
-        self, ids: list[int], max_teams: int, max_tasks: int, out: dict[int, Bootstrap]
-    ) -> None:
+        self, ids: list[int], max_teams: int, max_tasks: int
+    ) -> dict[int, Bootstrap]:
         shape = _batch_shape(len(ids))
         reads = _BATCH_READS[shape]
         padded = {f"id{i}": ids[min(i, len(ids) - 1)] for i in range(shape)}
@@ -252,11 +254,13 @@ class UserService:
         tasks_of: dict[int, list[dict[str, Any]]] = {}
         for row in tasks:
             tasks_of.setdefault(row[6], []).append(_task(row))
+        out: dict[int, Bootstrap] = {}
         for row in users:
             account = Account.of_row(row)
             out[account.id] = Bootstrap(
                 account, teams_of.get(account.id, []), tasks_of.get(account.id, [])
             )
+        return out
 
 
 def team_row_wire(row: tuple[Any, ...]) -> dict[str, Any]:

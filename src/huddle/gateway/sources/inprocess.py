@@ -90,12 +90,13 @@ class InProcessSource:
         # Cold reads of sockets that authenticate together (a reconnect storm, a
         # restart) share one read of the three statements for up to MAX_BATCH users,
         # on a database across a connection: on PostgreSQL a user read alone costs
-        # ~490 µs of this process's CPU (round trips through asyncpg), ~190 µs in
-        # a batch of 3 and ~66 µs in one of 10. Not on SQLite, read inline without
-        # a round trip (accel/sqlalchemy.py): there the window queries of a batch
-        # cost more than three indexed reads per user (+4 % instructions per storm
-        # handshake, callgrind). A lone socket waits for nothing: the window is one
-        # loop turn. Figures: docs/benchmarks.md ("Cold reads in batches").
+        # ~900 µs of this process's CPU (round trips through asyncpg), ~190 µs in
+        # a batch of 3 and ~63 µs in one of 10 (bench/bootstrap_reads.py). Not on
+        # SQLite, read inline without a round trip (accel/sqlalchemy.py): there the
+        # storm's batches are small and their window queries cost more than three
+        # indexed reads per user (+4 % instructions per storm handshake, callgrind).
+        # A lone socket waits for nothing: the window is one loop turn. Figures:
+        # docs/benchmarks.md ("This round's changes").
         self._batched = (
             batched if batched is not None else runtime.db.engine.dialect.name != "sqlite"
         )
@@ -123,13 +124,7 @@ class InProcessSource:
                     self._watch.succeeded()
                     return _unpack(account, entry)
                 generation = self._generation
-                read = await (
-                    self._batches.get(user_id)
-                    if self._batched
-                    else self._runtime.users.bootstrap(
-                        user_id, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
-                    )
-                )
+                read = await (self._batches.get(user_id) if self._batched else self._read(user_id))
         except DatabaseUnavailable:
             self._watch.failed("fetch", "database")
             return fallback(user_id)
@@ -149,14 +144,17 @@ class InProcessSource:
         a row gets an empty `Bootstrap`, refused by `admit` as a lone read would be."""
         if len(user_ids) == 1:
             (user_id,) = user_ids
-            read = await self._runtime.users.bootstrap(
-                user_id, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
-            )
-            return {user_id: read}
+            return {user_id: await self._read(user_id)}
         reads = await self._runtime.users.bootstrap_many(
             user_ids, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
         )
         return {user_id: reads.get(user_id, _NOBODY) for user_id in user_ids}
+
+    async def _read(self, user_id: int) -> Bootstrap:
+        """One user's cold read on its own."""
+        return await self._runtime.users.bootstrap(
+            user_id, max_teams=MAX_TEAMS, max_tasks=MAX_TASKS
+        )
 
     def _entry(self, user_id: int) -> _Entry | None:
         entry = self._cache.get(user_id)
