@@ -44,6 +44,12 @@ Overrides (against uvicorn's `WebSocketsSansIOProtocol` and
    queued like a frame, so it leaves in one write with the Engine.IO OPEN
    packet; uvicorn's "accepted" log line is built only when INFO is on.
    Together ~7 % of a cold handshake's CPU (py-spy, docs/benchmarks.md).
+8. `FastWebSocketProtocol.__slots__`: every attribute uvicorn's protocol
+   sets (`_UVICORN_ATTRIBUTES`) and this class's own, as slots. 41 of
+   them made each connection's instance dictionary a 1,584-byte table of
+   its own (CPython 3.11 shares keys up to 29); as slots they take 328
+   bytes. Nothing behaves differently: an attribute a later uvicorn adds
+   goes to the instance dictionary the class still has.
 
 Private names used: uvicorn's `_types.ASGISendEvent`, the protocols'
 `conn`, `transport`, `handshake_complete`, `initial_response`,
@@ -348,8 +354,64 @@ class _Flag:
         return True
 
 
+_UVICORN_ATTRIBUTES = (
+    "app",
+    "app_state",
+    "asgi_version",
+    "client",
+    "close_sent",
+    "close_timeout",
+    "close_timer",
+    "config",
+    "conn",
+    "connections",
+    "curr_msg_data_type",
+    "default_headers",
+    "disconnected",
+    "frames",
+    "handshake_complete",
+    "handshake_initiated",
+    "initial_response",
+    "last_ping_rtt",
+    "logger",
+    "loop",
+    "pending_ping_payload",
+    "ping_interval",
+    "ping_sent_at",
+    "ping_timeout",
+    "ping_timer",
+    "pong_timer",
+    "queue",
+    "read_paused",
+    "request",
+    "response",
+    "root_path",
+    "scheme",
+    "scope",
+    "server",
+    "tasks",
+    "transport",
+    "writable",
+)
+"""The instance attributes `WebSocketsSansIOProtocol` sets (uvicorn 0.54.0)."""
+
+
 class FastWebSocketProtocol(WebSocketsSansIOProtocol):
     """A uvicorn WebSocket protocol whose writes can be shared and coalesced."""
+
+    # Every attribute uvicorn's protocol and this one set, as slots. uvicorn's
+    # 37 and this class's 4 make 41: past CPython 3.11's 29 keys of a shared
+    # instance dictionary, so each connection held a 1,584-byte dictionary of
+    # its own for hours (docs/benchmarks.md, "Memory per idle connection").
+    # Slots take 8 bytes each; a name missing here still works, in the
+    # instance dictionary the class keeps (uvicorn's class has no slots).
+    __slots__ = (
+        *_UVICORN_ATTRIBUTES,
+        "_eio_sid",
+        "_pending",
+        "_queued",
+        "_writable",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -27,6 +27,7 @@ from huddle.errors import (
     TokenMissing,
     TokenRevoked,
 )
+from huddle.gateway.deadlines import Deadlines
 from huddle.gateway.payloads import RefreshRequest
 from huddle.gateway.realtime.hub import Hub
 from huddle.gateway.realtime.relay import EventRelay
@@ -67,6 +68,7 @@ class Authenticator:
         # Revoked users and families: the Runtime's under `huddle serve` (shared with
         # REST), this gateway's own, fed by the bus, under `huddle gateway`.
         self._revocations = revocations if revocations is not None else Revocations(settings)
+        self.deadlines = Deadlines(self._deadline)
 
     def await_token(self, session: SocketSession, last_event_id: int | None) -> None:
         """A socket without a token: AUTH_TIMEOUT to send one (`authenticate`)."""
@@ -213,7 +215,8 @@ class Authenticator:
             session.missed_after = last_event_id
         if session.state is not State.EXPIRED:
             hub.set_state(session, State.EXPIRED)
-            session.cancel("auth_timeout", "warn", "expire")
+            session.cancel("auth_timeout")
+            session.clear_deadline()
             session.schedule(
                 "grace",
                 self._settings.auth_grace,
@@ -222,29 +225,27 @@ class Authenticator:
         await hub.report(session, TokenExpired())
 
     def _schedule_expiry(self, session: SocketSession) -> None:
+        """The token's first deadline: its warning (TOKEN_EXPIRY_WARNING before it
+        expires), or its expiry when warnings are off (`_deadline` goes on)."""
         expires_at = session.expires_at
-        leeway = self._settings.jwt_leeway
         warning = self._settings.token_expiry_warning
-        hub = self._hub
+        if warning > 0:
+            session.set_deadline(self.deadlines, expires_at - warning)
+        else:
+            session.set_deadline(self.deadlines, expires_at + self._settings.jwt_leeway)
 
-        def arm_expiry() -> None:
-            session.schedule(
-                "expire",
-                expires_at + leeway - time.time(),
-                lambda: hub.spawn(self._expired(session, expires_at), "expiry"),
-            )
-
-        if warning <= 0:
-            arm_expiry()
+    def _deadline(self, session: SocketSession) -> None:
+        """A token deadline came (`Deadlines`): the warning, which sets the expiry
+        next — one deadline per socket at a time — or the expiry itself."""
+        if not session.authenticated:
             return
-
-        def warn() -> None:
-            # One timer per session at a time (an idle socket holds it for the
-            # token's whole life): the warning arms the expiry when it fires.
-            arm_expiry()
-            hub.spawn(self._warn(session, expires_at), "expiry-warning")
-
-        session.schedule("warn", expires_at - warning - time.time(), warn)
+        expires_at = session.expires_at
+        expire_at = expires_at + self._settings.jwt_leeway
+        if session.deadline < expire_at:
+            session.set_deadline(self.deadlines, expire_at)
+            self._hub.spawn(self._warn(session, expires_at), "expiry-warning")
+        else:
+            self._hub.spawn(self._expired(session, expires_at), "expiry")
 
     async def _warn(self, session: SocketSession, expires_at: float) -> None:
         if session.authenticated and session.expires_at == expires_at:

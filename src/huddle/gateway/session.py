@@ -6,7 +6,9 @@
 
 A session is plain state: the namespace decides the transitions and does the
 I/O. Timers are `loop.call_later` handles, not tasks, because an idle socket
-should cost a few hundred bytes, not a sleeping coroutine per timer.
+should cost a few hundred bytes, not a sleeping coroutine per timer; the
+token's deadline, which every authenticated socket holds for hours, shares one
+timer with every other socket's (`huddle.gateway.deadlines`).
 
 While a session is *syncing* (authenticating, or replaying after `resume` or a
 refresh) the relay does not emit to it; it appends every event to `buffer`,
@@ -19,11 +21,14 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huddle.events.envelope import Envelope
 from huddle.security.ratelimit import SocketEventLimiter
 from huddle.security.tokens import Claims
+
+if TYPE_CHECKING:
+    from huddle.gateway.deadlines import Deadlines
 
 MAX_BUFFERED_EVENTS = 10_000
 """Events held for one syncing socket; past that it is told to resync instead."""
@@ -68,7 +73,14 @@ class SocketSession:
     buffer: list[Envelope] = field(default_factory=list)
     overflowed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    # Short-lived named timers (auth timeout, grace), created with the first one.
+    timers: dict[str, asyncio.TimerHandle] | None = None
+    # The token's deadline (its warning, then its expiry) is kept by `deadlines`,
+    # one timer for every socket (`huddle.gateway.deadlines`): `deadline` is the
+    # wall-clock time it is for, `deadline_tick` its bucket there (0: none).
+    deadlines: Deadlines | None = None
+    deadline: float = 0.0
+    deadline_tick: int = 0
 
     @property
     def authenticated(self) -> bool:
@@ -103,22 +115,40 @@ class SocketSession:
         """Run `callback` after `delay` seconds, replacing any timer of the same name."""
         self.cancel(name)
         loop = asyncio.get_running_loop()
+        if self.timers is None:
+            self.timers = {}
         self.timers[name] = loop.call_later(max(0.0, delay), self._fire, name, callback)
 
     def _fire(self, name: str, callback: Callable[[], None]) -> None:
-        self.timers.pop(name, None)
+        if self.timers is not None:
+            self.timers.pop(name, None)
         callback()
 
     def cancel(self, *names: str) -> None:
+        if self.timers is None:
+            return
         for name in names:
             handle = self.timers.pop(name, None)
             if handle is not None:
                 handle.cancel()
 
+    def set_deadline(self, deadlines: Deadlines, when: float) -> None:
+        """The token's next deadline (wall-clock `when`), replacing the one it had."""
+        self.deadlines = deadlines
+        self.deadline = when
+        deadlines.set(self, when)
+
+    def clear_deadline(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.discard(self)
+
     def cancel_all(self) -> None:
+        self.clear_deadline()
+        if self.timers is None:
+            return
         for handle in self.timers.values():
             handle.cancel()
-        self.timers.clear()
+        self.timers = None
 
 
 class SessionRegistry:
@@ -126,7 +156,9 @@ class SessionRegistry:
 
     def __init__(self) -> None:
         self._by_sid: dict[str, SocketSession] = {}
-        self._by_user: dict[int, set[SocketSession]] = {}
+        # A list per user, not a set: most users have one socket (a set of one is
+        # 216 bytes, a list 64) and MAX_CONNECTIONS_PER_USER keeps them short.
+        self._by_user: dict[int, list[SocketSession]] = {}
         self._by_team: dict[int, set[SocketSession]] = {}
         self._syncing: set[SocketSession] = set()
         # Sockets a replay brought further than the relay has got: sid -> the last id
@@ -158,14 +190,16 @@ class SessionRegistry:
         if session.user_id is not None and session.user_id != user_id:
             self.unbind(session)
         session.user_id = user_id
-        self._by_user.setdefault(user_id, set()).add(session)
+        sessions = self._by_user.setdefault(user_id, [])
+        if session not in sessions:
+            sessions.append(session)
 
     def unbind(self, session: SocketSession) -> None:
         if session.user_id is None:
             return
         sessions = self._by_user.get(session.user_id)
-        if sessions is not None:
-            sessions.discard(session)
+        if sessions is not None and session in sessions:
+            sessions.remove(session)
             if not sessions:
                 del self._by_user[session.user_id]
 
@@ -215,8 +249,8 @@ class SessionRegistry:
     def left_team(self, session: SocketSession, team_id: int) -> None:
         session.team_ids.discard(team_id)
         sessions = self._by_team.get(team_id)
-        if sessions is not None:
-            sessions.discard(session)
+        if sessions is not None and session in sessions:
+            sessions.remove(session)
             if not sessions:
                 del self._by_team[team_id]
 
