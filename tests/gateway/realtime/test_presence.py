@@ -404,3 +404,21 @@ async def test_windows_stretch_while_presence_is_busy_across_many_teams() -> Non
     assert 0.5 < hub.presence_window(1) <= PRESENCE_WINDOW_MAX
     clock.now += 1.5  # the storm is over
     assert hub.presence_window(1) == 0.05
+
+
+def test_recent_count_keeps_the_last_second_only() -> None:
+    now = [100.0]
+    recent = RecentCount(lambda: now[0])
+    assert recent.last_second() == 0
+    recent.add(5)
+    now[0] = 100.04  # same tenth
+    recent.add(2)
+    now[0] = 100.55
+    recent.add(10)
+    assert recent.last_second() == 17
+    now[0] = 101.02  # the first tenth (100.0) is a second old
+    assert recent.last_second() == 10
+    now[0] = 101.6
+    assert recent.last_second() == 0
+    recent.add(3)
+    assert recent.last_second() == 3

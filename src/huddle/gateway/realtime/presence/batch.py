@@ -7,6 +7,7 @@ See `PresenceBatch`; `presence_frame` is the wire form of one team's window
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -174,23 +175,36 @@ def presence_frame(team_id: int, changes: PresenceChanges) -> dict[str, object]:
 
 
 class RecentCount:
-    """How many of something happened in the last second, in tenth-of-a-second buckets."""
+    """How many of something happened in the last second, in tenth-of-a-second buckets.
 
-    __slots__ = ("_buckets", "_clock")
+    A running total over the buckets, oldest first, so that both calls cost
+    the same whatever the rate (`last_second` runs for every presence window
+    that opens, thousands a second in a reconnect storm).
+    """
+
+    __slots__ = ("_buckets", "_clock", "_total")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._buckets: dict[int, int] = {}
+        self._buckets: deque[list[int]] = deque()  # [slot, count], oldest first
+        self._total = 0
 
     def add(self, count: int) -> None:
         slot = int(self._clock() * 10)
-        self._buckets[slot] = self._buckets.get(slot, 0) + count
-        if len(self._buckets) > 12:
-            for old in [s for s in self._buckets if s <= slot - 10]:
-                del self._buckets[old]
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == slot:
+            buckets[-1][1] += count
+        else:
+            buckets.append([slot, count])
+        self._total += count
+        self._expire(slot)
 
     def last_second(self) -> int:
-        if not self._buckets:
-            return 0
-        horizon = int(self._clock() * 10) - 10
-        return sum(count for slot, count in self._buckets.items() if slot > horizon)
+        if self._buckets:
+            self._expire(int(self._clock() * 10))
+        return self._total
+
+    def _expire(self, slot: int) -> None:
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= slot - 10:
+            self._total -= buckets.popleft()[1]
