@@ -7,6 +7,8 @@ Seeds the bench layout, starts one Huddle server pinned to CPU 0 exactly as
 load generator brings N distinct users online 100 at a time (all staying), and
 prints the functions with the most samples: own time, and inclusive time of
 Huddle's and the libraries' frames. `--huddle-env NAME=VALUE` passes a setting.
+`--online 2000 --users 3000` profiles the storm's phase 2: 2,000 users of one
+team are brought online first (not profiled), then 3,000 of a second team.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--online",
+        type=int,
+        default=0,
+        help="users of a first team held online (not profiled) before the storm, "
+        "whose users are then a second team: the storm's phase 2",
+    )
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--huddle-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--out", type=Path, default=None, help="where to write the summary")
@@ -71,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     work = Path(tempfile.mkdtemp(prefix="huddle-profile-"))
     try:
-        layout = Layout(big_teams=(args.users,))
-        template, _ = servers.make_template(work, args.users, layout)
+        teams = (args.online, args.users) if args.online else (args.users,)
+        layout = Layout(big_teams=teams)
+        template, _ = servers.make_template(work, sum(teams), layout)
+        first = args.online + 1
         extra = tuple(tuple(item.split("=", 1)) for item in args.huddle_env)
         running = servers.start(
             "huddle",
@@ -82,6 +93,25 @@ def main(argv: list[str] | None = None) -> int:
             cpu=0,
             log_dir=work,
         )
+        online = None
+        if args.online:
+            online = peer_driver.start_idle_load(
+                {
+                    "url": running.base_url,
+                    "clients": args.online,
+                    "concurrency": args.concurrency,
+                    "users": f"1-{args.online}",
+                    "server_pid": running.pid,
+                    "connect_timeout": 120,
+                    "quiet": 1000,
+                    "drain_timeout": 600,
+                    "hold": 3600,
+                    "timeout": 7200,
+                },
+                secret=servers.SECRET,
+                cpu=1,
+                ready_timeout=600,
+            )
         raw = work / "profile.raw"
         recorder = subprocess.Popen(
             [spy, "record", "-p", str(running.pid), "-r", str(args.rate), "--format", "raw",
@@ -93,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 "storm",
                 {
                     "url": running.base_url,
-                    "phases": f"1-{args.users}",
+                    "phases": f"{first}-{first + args.users - 1}",
                     "concurrency": args.concurrency,
                     "server_pid": running.pid,
                     "quiet": 1000,
@@ -105,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             recorder.send_signal(2)
             recorder.wait(30)
+            if online is not None:
+                online.finish(timeout=60)
             running.stop()
         phase = (report.get("phases") or [{}])[0]
         print(json.dumps({"handshakes": phase.get("handshakes"), "server": phase.get("server")}))
