@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = difference(before, after, args.users)
     rss = (loaded.rss_bytes - empty.rss_bytes) / args.users / 1024
     print(f"{args.users} idle connections: RSS {rss:.1f} KB per connection")
-    print(f"objects the collector tracks: {sum(r[0] for r in rows) / 1024:.1f} KB per connection")
+    tracked = sum(r[1] for r in rows)
+    print(
+        f"objects the collector tracks: {tracked:.0f} "
+        f"({sum(r[0] for r in rows) / 1024:.1f} KB) per connection"
+    )
     for size, count, kind in rows[: args.top]:
         print(f"{size:8.0f} B {count:6.2f}  {kind[:140]}")
     return 0
