@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -198,6 +200,41 @@ async def test_a_disconnected_socket_leaves_every_room_and_the_others_stay(
     finally:
         for client, _ in clients[1:]:
             await client.disconnect()
+
+
+async def test_a_closed_websocket_is_freed_without_the_cyclic_collector(
+    stack: tuple[str, socketio.AsyncServer],
+) -> None:
+    """A closed connection's objects go when their last reference does: nothing of it
+    waits, for hours on a busy gateway, for a full collection (docs/benchmarks.md)."""
+    url, sio = stack
+    # engine.io's ping-timeout sweep holds the socket it looked at last for a while
+    # (a reference, not a cycle); it is not what this is about.
+    sio.eio.start_service_task = False
+    kinds = FastWebSocketProtocol | FastHttpToolsProtocol
+    before = {id(o) for o in gc.get_objects() if isinstance(o, kinds)}
+    gc.disable()
+    try:
+        client, _ = await _client(url, ["websocket"])
+        await _room_holds(sio, 1)
+        # The upgrade's HTTP protocol (handed over) is gone already.
+        assert not [
+            o for o in gc.get_objects() if type(o) is FastHttpToolsProtocol and id(o) not in before
+        ]
+        mine = [
+            weakref.ref(o)
+            for o in gc.get_objects()
+            if isinstance(o, FastWebSocketProtocol) and id(o) not in before
+        ]
+        assert len(mine) == 1
+        await client.disconnect()
+        await _room_holds(sio, 0)
+        sio.environs.clear()  # type: ignore[attr-defined]  # the test's own reference
+        async with asyncio.timeout(5):
+            while mine[0]() is not None:
+                await asyncio.sleep(0.02)
+    finally:
+        gc.enable()
 
 
 async def test_a_second_connect_on_the_same_session_is_refused_and_the_first_kept(

@@ -50,13 +50,22 @@ Overrides (against uvicorn's `WebSocketsSansIOProtocol` and
    its own (CPython 3.11 shares keys up to 29); as slots they take 328
    bytes. Nothing behaves differently: an attribute a later uvicorn adds
    goes to the instance dictionary the class still has.
+9. `connection_lost` and `FastHttpToolsProtocol.handle_websocket_upgrade`:
+   the two reference cycles of a connection broken — the scope's extension
+   that carries the connection (dropped once it is lost) and the upgrade's
+   HTTP protocol and its parser's bound callbacks (the parser released once
+   the upgrade is handed over) — so that a closed connection and a handed-over
+   HTTP protocol are freed when their last reference goes. With the cycles,
+   each closed connection (~45 objects) waited for a full collection of the
+   cyclic collector, which a gateway with thousands of long-lived sockets
+   runs rarely: ~44,000 objects after 2,000 sockets closed, none now.
 
 Private names used: uvicorn's `_types.ASGISendEvent`, the protocols'
 `conn`, `transport`, `handshake_complete`, `initial_response`,
 `close_sent`, `disconnected`, `writable`, `queue`, `read_paused`,
 `handshake_initiated`, `response`, `request`, `scope`, `tasks`,
 `connections`, `app_state`, `root_path`, `asgi_version`, `on_task_complete`,
-`ws_protocol_class`, `server_state`; websockets' `Protocol.parse`,
+`ws_protocol_class`, `server_state`, the HTTP protocol's `parser`; websockets' `Protocol.parse`,
 `conn.reader.buffer`, `conn.parser`, `data_to_send`, `send_text`,
 `send_binary`, `accept`, `send_response`, `process_origin`,
 `process_extensions`, `process_subprotocol`, `origin`, `extensions`,
@@ -652,6 +661,12 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             del _by_sid[self._eio_sid]
         self._pending.clear()
         super().connection_lost(exc)
+        # The scope carries this connection and this connection the scope: without
+        # that cycle a closed connection (~45 objects, ~16 KB) is freed when its last
+        # reference goes instead of waiting, for hours, for a full collection.
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"].pop(SCOPE_EXTENSION, None)
 
     def _forget_handshake(self) -> None:
         """Drop the upgrade request and response uvicorn keeps (held for hours, never read).
@@ -780,3 +795,6 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
             return
         self.connections.discard(self)
         self.transport.set_protocol(protocol)
+        # This protocol is done with: its parser holds its bound callbacks, a cycle
+        # only the collector would free (with the request's scope and headers).
+        self.parser = None  # type: ignore[assignment]
