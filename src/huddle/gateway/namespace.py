@@ -401,6 +401,8 @@ async def _refuse(session: SocketSession, args: tuple[Any, ...]) -> Any:
 
 _KEPT_HEADERS = (b"authorization", b"x-forwarded-for")
 """What a second CONNECT on the same Engine.IO session reads again (`on_connect`)."""
+_KEPT_ENVIRON = tuple("HTTP_" + h.decode().upper().replace("-", "_") for h in _KEPT_HEADERS)
+"""The same headers as the environ names them."""
 
 
 def _forget_request_headers(environ: dict[str, Any]) -> None:
@@ -414,7 +416,7 @@ def _forget_request_headers(environ: dict[str, Any]) -> None:
     address) stays.
     """
     for key in [key for key in environ if key.startswith("HTTP_")]:
-        if key not in ("HTTP_AUTHORIZATION", "HTTP_X_FORWARDED_FOR"):
+        if key not in _KEPT_ENVIRON:
             del environ[key]
     scope = environ.get("asgi.scope")
     if isinstance(scope, dict):

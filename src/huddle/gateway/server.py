@@ -351,10 +351,9 @@ class Gateway:
         if self.namespace is not None:
             self.namespace.relay.active = False
             self.namespace.shutting_down = True
+            self.namespace.auth.deadlines.close()
         for session in self.hub.sessions:
             session.cancel_all()
-        if self.namespace is not None:
-            self.namespace.auth.deadlines.close()
         await self.hub.cancel_tasks()
         if self.namespace is not None:
             await self.namespace.pending.stop()

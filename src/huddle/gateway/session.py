@@ -249,8 +249,8 @@ class SessionRegistry:
     def left_team(self, session: SocketSession, team_id: int) -> None:
         session.team_ids.discard(team_id)
         sessions = self._by_team.get(team_id)
-        if sessions is not None and session in sessions:
-            sessions.remove(session)
+        if sessions is not None:
+            sessions.discard(session)
             if not sessions:
                 del self._by_team[team_id]
 
