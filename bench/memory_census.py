@@ -28,15 +28,20 @@ from bench.seed import Layout
 CENSUS_DIR = Path(__file__).with_name("census")
 
 
-def _read(path: Path, wait: float = 60.0) -> dict[str, tuple[int, int]]:
+def _wait_for(path: Path, wait: float = 60.0) -> str:
+    """The text the server writes to `path` on a signal (in one go), once it is there."""
     deadline = time.monotonic() + wait
     while not path.exists():
         if time.monotonic() > deadline:
-            raise SystemExit(f"no census at {path}: did the server load {CENSUS_DIR}?")
+            raise SystemExit(f"nothing at {path}: did the server load {CENSUS_DIR}?")
         time.sleep(0.2)
     time.sleep(0.5)  # written in one go; let it finish
+    return path.read_text()
+
+
+def _read(path: Path) -> dict[str, tuple[int, int]]:
     table: dict[str, tuple[int, int]] = {}
-    for line in path.read_text().splitlines():
+    for line in _wait_for(path).splitlines():
         count, size, kind = line.split("\t", 2)
         table[kind] = (int(count), int(size))
     return table
@@ -80,22 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         empty = peer_driver.read_proc_stats(running.pid)
         os.kill(running.pid, signal.SIGUSR1)
         before = _read(Path(f"{census}.1"))
-        load = peer_driver.start_idle_load(
-            {
-                "url": running.base_url,
-                "clients": args.users,
-                "concurrency": 100,
-                "users": f"1-{args.users}",
-                "server_pid": running.pid,
-                "connect_timeout": 120,
-                "quiet": 2500,
-                "drain_timeout": 600,
-                "hold": 3600,
-                "timeout": 7200,
-            },
+        load = peer_driver.hold_users_online(
+            running.base_url,
+            running.pid,
+            f"1-{args.users}",
+            clients=args.users,
+            concurrency=100,
+            quiet_ms=2500,
             secret=servers.SECRET,
             cpu=1,
-            ready_timeout=600,
         )
         try:
             time.sleep(2)
@@ -107,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         # What the closed connections left that only the cyclic collector frees.
         time.sleep(3)
         os.kill(running.pid, signal.SIGUSR2)
-        collected = Path(f"{census}.collected")
-        deadline = time.monotonic() + 60
-        while not collected.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.2)
-        left = collected.read_text().strip() if collected.exists() else "?"
+        left = _wait_for(Path(f"{census}.collected")).strip()
     finally:
         running.stop()
     rows = difference(before, after, args.users)

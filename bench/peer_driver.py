@@ -456,6 +456,41 @@ class IdleLoad:
         stop_process(self.popen)
 
 
+def hold_users_online(
+    url: str,
+    server_pid: int,
+    users: str,
+    *,
+    clients: int,
+    concurrency: int,
+    quiet_ms: int,
+    secret: str,
+    cpu: int | None = None,
+    ready_timeout: float = 600.0,
+) -> IdleLoad:
+    """`start_idle_load` for `clients` distinct users of the range `users` ("1-2000"),
+    `concurrency` connecting at a time, held (up to an hour) once the wire has been
+    quiet for `quiet_ms`: how the idle scenario and the profiling tools bring users
+    online and keep them there."""
+    return start_idle_load(
+        {
+            "url": url,
+            "clients": clients,
+            "concurrency": concurrency,
+            "users": users,
+            "server_pid": server_pid,
+            "connect_timeout": 120,
+            "quiet": quiet_ms,
+            "drain_timeout": 600,
+            "hold": 3600,
+            "timeout": 7200,
+        },
+        secret=secret,
+        cpu=cpu,
+        ready_timeout=ready_timeout,
+    )
+
+
 def start_idle_load(
     options: Mapping[str, LoadgenOption],
     *,

@@ -95,22 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         online = None
         if args.online:
-            online = peer_driver.start_idle_load(
-                {
-                    "url": running.base_url,
-                    "clients": args.online,
-                    "concurrency": args.concurrency,
-                    "users": f"1-{args.online}",
-                    "server_pid": running.pid,
-                    "connect_timeout": 120,
-                    "quiet": 1000,
-                    "drain_timeout": 600,
-                    "hold": 3600,
-                    "timeout": 7200,
-                },
+            online = peer_driver.hold_users_online(
+                running.base_url,
+                running.pid,
+                f"1-{args.online}",
+                clients=args.online,
+                concurrency=args.concurrency,
+                quiet_ms=1000,
                 secret=servers.SECRET,
                 cpu=1,
-                ready_timeout=600,
             )
         raw = work / "profile.raw"
         recorder = subprocess.Popen(

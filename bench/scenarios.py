@@ -361,19 +361,13 @@ class Runner:
         self._warm_up(scenario, server)
         time.sleep(2 * scenario.settle_ms / 1000)
         baseline = peer_driver.read_proc_stats(server.pid)
-        load = peer_driver.start_idle_load(
-            {
-                "url": server.base_url,
-                "clients": scenario.clients,
-                "concurrency": scenario.concurrency,
-                "users": scenario.user_range,
-                "server_pid": server.pid,
-                "connect_timeout": 120,
-                "quiet": scenario.quiet_ms,
-                "drain_timeout": 600,
-                "hold": 3600,
-                "timeout": 7200,
-            },
+        load = peer_driver.hold_users_online(
+            server.base_url,
+            server.pid,
+            scenario.user_range,
+            clients=scenario.clients,
+            concurrency=scenario.concurrency,
+            quiet_ms=scenario.quiet_ms,
             secret=SECRET,
             cpu=self.cpu,
             ready_timeout=3600.0,
