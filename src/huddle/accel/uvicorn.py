@@ -445,6 +445,7 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             and self._writable._set
             and not self.conn.extensions
         ):
+            # `push`, inlined: this runs once per recipient of every broadcast.
             self._pending.append(frame)
             if not self._queued:
                 self._queued = True
