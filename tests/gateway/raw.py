@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -25,6 +26,14 @@ async def frame(ws: ClientConnection, timeout: float = 5.0) -> str:
     return received
 
 
+async def pong(ws: ClientConnection) -> None:
+    """Answer a ping. A server that pinged and then ended the session may have closed
+    the WebSocket already: sending then fails, yet the frames it sent before its close
+    (the CLOSE packet `1`) are still there to read, so the failure is not raised."""
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await ws.send("3")
+
+
 async def until_ended(ws: ClientConnection, timeout: float = 5.0) -> list[str | bytes]:
     """Frames received until the server ends the Engine.IO session: the WebSocket closes,
     or the CLOSE packet `1` arrives (python-engineio's own sockets send it and leave the
@@ -37,7 +46,7 @@ async def until_ended(ws: ClientConnection, timeout: float = 5.0) -> list[str | 
             message = await asyncio.wait_for(ws.recv(), max(0.01, remaining))
             received.append(message)
             if message == "2":
-                await ws.send("3")
+                await pong(ws)
             elif message == "1":
                 return received
     except websockets.ConnectionClosed:
@@ -49,7 +58,7 @@ async def next_event(ws: ClientConnection, timeout: float = 5.0) -> tuple[str, A
     while True:
         received = await frame(ws, timeout)
         if received == "2":
-            await ws.send("3")
+            await pong(ws)
         elif received.startswith("42"):
             name, *args = json.loads(received[2:])
             return name, args[0] if args else None
@@ -61,7 +70,7 @@ async def next_ack(ws: ClientConnection, ack_id: int, timeout: float = 5.0) -> A
     while True:
         received = await frame(ws, timeout)
         if received == "2":
-            await ws.send("3")
+            await pong(ws)
         elif received.startswith(prefix):
             return json.loads(received[len(prefix) - 1 :])[0]
 
