@@ -80,6 +80,11 @@ BUS_ERRORS = Counter("huddle_bus_errors_total", "Event bus errors, by operation"
 EVENT_GAPS = Counter(
     "huddle_bus_event_gaps_total", "Times an event id gap outlived the gap timeout"
 )
+SQLITE_CHECKPOINT_SECONDS = Histogram(
+    "huddle_sqlite_checkpoint_seconds",
+    "WAL checkpoints of the embedded SQLite database, run off the event loop",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
 EVENTS_WRITTEN = Counter("huddle_events_written_total", "Events written to the outbox", ["type"])
 EVENTS_WRITTEN_BY_TYPE = Labelled(EVENTS_WRITTEN)
 FANOUT_DELIVERIES = Counter(

@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from huddle import accel
 from huddle.config import Settings
+from huddle.db.checkpoint import Checkpointer
 from huddle.db.queries import query_runner
 from huddle.db.session import create_engine, create_sessionmaker
 from huddle.events import outbox
@@ -55,6 +57,7 @@ class Runtime:
     login_limiter: LoginLimiter
     revocations: Revocations
     tasks_running: list[asyncio.Task[None]] = field(default_factory=list)
+    checkpointer: Checkpointer | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -119,6 +122,10 @@ class Runtime:
         bus.subscribe(forget_revoked)
         await bus.start()
         runtime.tasks_running.append(asyncio.create_task(runtime._prune_forever()))
+        database = engine.url.database
+        if engine.url.get_backend_name() == "sqlite" and database and database != ":memory:":
+            runtime.checkpointer = Checkpointer(Path(database))
+            runtime.checkpointer.start()
         return runtime
 
     async def stop(self) -> None:
@@ -129,6 +136,8 @@ class Runtime:
                 await task
         await self.bus.stop()
         await self.buckets.aclose()
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
         await self.engine.dispose()
 
     def readiness(self) -> dict[str, Probe]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -188,14 +189,28 @@ class Event(Base):
 
     __tablename__ = "events"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # On SQLite an INTEGER primary key is the table's rowid: no second b-tree to write
+    # per event (a BIGINT one is a separate unique index). Both hold 64-bit ids.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     team_id: Mapped[int] = mapped_column(Integer, index=True)
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     actor_id: Mapped[int | None] = mapped_column(Integer, default=None)
     # The user a membership event is about: replay must reach a removed member too.
-    subject_user_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    # Nearly every event has none: the index holds only the ones that do.
+    subject_user_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    __table_args__ = (
+        Index(
+            "ix_events_subject_user_id",
+            "subject_user_id",
+            sqlite_where=text("subject_user_id IS NOT NULL"),
+            postgresql_where=text("subject_user_id IS NOT NULL"),
+        ),
+    )
 
 
 class EventCounter(Base):

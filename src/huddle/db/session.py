@@ -11,6 +11,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 from huddle import accel, wirejson
 from huddle.config import Settings
+from huddle.db.checkpoint import SAFETY_NET_PAGES
 
 # JSON columns (the outbox's payloads) through orjson, as on the Socket.IO wire.
 _JSON: dict[str, Any] = {"json_serializer": wirejson.dumps, "json_deserializer": wirejson.loads}
@@ -35,6 +36,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
+    # Checkpoints run in a thread (`huddle.db.checkpoint`); this is only the safety net.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
     cursor.close()
 
 
