@@ -222,7 +222,8 @@ async def test_an_event_payload_reads_back_exactly_as_written(
     team = await factory.team(owner)
     body = {"task": {"title": "Zoë ✓ — \U0001f680", "n": 2**53 + 1, "ratio": 0.1}, "tags": []}
     async with runtime.db.unit() as unit:
-        written = await unit.emit("task_updated", team_id=team["id"], actor_id=owner.id, body=body)
+        await unit.emit("task_updated", team_id=team["id"], actor_id=owner.id, body=body)
+    (written,) = unit.events
     async with runtime.db.read() as session:
         stored = await session.get(Event, written.id)
     assert stored is not None

@@ -37,12 +37,14 @@ thread, and Core statements executed through `Connection.execute`):
    `IN`, no literals. Private names: `Connection._has_events`,
    `Engine._has_events`, `Connection._echo`,
    `Connection._handle_dbapi_exception`, `DefaultExecutionContext` hooks.
-3. **A read in one hop** (`PreparedQueries.on_connection`). The public way to
+3. **A read in one hop** (`PreparedQueries.select`, `transact`). The public way to
    run sync code on a connection of its own takes three hops into
    SQLAlchemy's sync layer, each a new greenlet: `AsyncEngine.connect()`,
    `AsyncConnection.run_sync`, `close()`. This checks out, runs and checks in
    inside one `greenlet_spawn` (with the sync engine's `connect()`, as
-   `AsyncConnection.start` does), which is what those three do one by one.
+   `AsyncConnection.start` does), which is what those three do one by one;
+   `transact` does the same with `Engine.begin()`, for the outbox writes of a
+   unit of work that has no ORM session.
    Private name: `sqlalchemy.util.concurrency.greenlet_spawn`.
 4. **SQLite reads on the sqlite3 connection** (`PreparedQueries._select`,
    `_read_raw`). A read through a `Connection` wraps SQLite's work in a
@@ -540,6 +542,10 @@ class PreparedQueries:
     async def select(self, engine: AsyncEngine, queries: Sequence[Query]) -> list[list[Any]]:
         return await greenlet_spawn(self._select, engine.sync_engine, queries)
 
+    async def transact(self, engine: AsyncEngine, work: Callable[[SAConnection], T]) -> T:
+        """Checkout, BEGIN, `work`, COMMIT and checkin in one hop (override 3)."""
+        return await greenlet_spawn(_transact, engine.sync_engine, work)
+
     def _select(self, engine: Engine, queries: Sequence[Query]) -> list[list[Any]]:
         prepared = [(self._prepare(statement), params) for statement, params in queries]
         if (
@@ -558,6 +564,11 @@ class PreparedQueries:
         if entry is None or entry[0] is not statement:
             entry = self._prepared[id(statement)] = (statement, Prepared(statement))
         return entry[1]
+
+
+def _transact(engine: Engine, work: Callable[[SAConnection], T]) -> T:
+    with engine.begin() as connection:
+        return work(connection)
 
 
 def _read_raw(

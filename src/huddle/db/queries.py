@@ -1,6 +1,7 @@
 """Reads on the hottest paths as plain Core statements: rows, not ORM objects.
 
-A `QueryRunner` runs SELECTs on a connection of their own and returns their
+A `QueryRunner` runs SELECTs (and `transact`, a unit of work's outbox writes
+when it has no ORM session) on a connection of their own and returns their
 rows as tuples, with the column types' conversions applied (UTC datetimes).
 The public path is SQLAlchemy Core's `Connection.execute` in an
 `AsyncConnection`'s `run_sync`; with the SQLAlchemy accel module each
@@ -12,14 +13,16 @@ Statements must give every bind parameter by name (`bindparam("user_id")`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
 from huddle.accel import Accel
+
+T = TypeVar("T")
 
 Query = tuple[ClauseElement, Mapping[str, Any]]
 """A SELECT and its parameters by bind name."""
@@ -29,6 +32,11 @@ class QueryRunner(Protocol):
     async def select(self, engine: AsyncEngine, queries: Sequence[Query]) -> list[list[Any]]:
         """The rows (tuples) of each query, read on one connection checked out for them
         and returned to the pool after."""
+        ...
+
+    async def transact(self, engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+        """`work(connection)` in a transaction on a connection of its own (sync layer),
+        committed when it returns, rolled back when it raises."""
         ...
 
 
@@ -48,6 +56,17 @@ class CoreQueries:
         connection = await engine.connect()
         try:
             return await connection.run_sync(read)
+        finally:
+            await connection.close()
+
+    async def transact(self, engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+        def run(connection: Connection) -> T:
+            with connection.begin():
+                return work(connection)
+
+        connection = await engine.connect()
+        try:
+            return await connection.run_sync(run)
         finally:
             await connection.close()
 

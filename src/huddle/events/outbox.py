@@ -8,14 +8,14 @@ from "the last id I saw" without missing an event committed late.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from huddle.accel import Accel
 from huddle.clock import iso, utcnow
@@ -58,46 +58,48 @@ def statements(accel: Accel) -> OutboxStatements:
     return CoreStatements()
 
 
-async def record(
-    session: AsyncSession,
-    statements: OutboxStatements,
-    *,
-    type: str,
-    team_id: int,
-    actor_id: int | None,
-    body: dict[str, Any],
-    subject_user_id: int | None = None,
-) -> Envelope:
-    """Write one event in the session's transaction; returns what will be published.
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event a unit of work asked for; its id and row come with the unit's commit."""
 
-    Pending ORM changes are flushed first, so the change's statements precede
-    the counter's row lock. Flush, counter and insert run in one hop into
-    SQLAlchemy's sync layer (`run_sync`) instead of one per statement.
-    """
+    type: str
+    team_id: int
+    actor_id: int | None
+    body: dict[str, Any]
+    subject_user_id: int | None = None
 
-    def write(sync: Session) -> Envelope:
-        sync.flush()
-        connection = sync.connection()
+
+def write(
+    connection: Connection, statements: OutboxStatements, pending: Sequence[Pending]
+) -> list[Envelope]:
+    """Write `pending` on `connection`, in the transaction its unit is about to commit
+    (sync layer). The first `next_id` takes the counter row's lock until that commit,
+    so the lock is held only for these statements and the commit itself."""
+    events = []
+    for event in pending:
         event_id = statements.next_id(connection)
         now = utcnow()
-        payload: dict[str, Any] = {"eventId": event_id, "teamId": team_id, **body}
-        payload["actorId"] = actor_id
+        payload: dict[str, Any] = {"eventId": event_id, "teamId": event.team_id, **event.body}
+        payload["actorId"] = event.actor_id
         payload["timestamp"] = iso(now)
         statements.insert(
             connection,
             {
                 "id": event_id,
-                "team_id": team_id,
-                "type": type,
+                "team_id": event.team_id,
+                "type": event.type,
                 "payload": payload,
-                "actor_id": actor_id,
-                "subject_user_id": subject_user_id,
+                "actor_id": event.actor_id,
+                "subject_user_id": event.subject_user_id,
                 "created_at": now,
             },
         )
-        return to_envelope_parts(event_id, type, team_id, payload, subject_user_id, actor_id)
-
-    return await session.run_sync(write)
+        events.append(
+            to_envelope_parts(
+                event_id, event.type, event.team_id, payload, event.subject_user_id, event.actor_id
+            )
+        )
+    return events
 
 
 def to_envelope_parts(

@@ -113,7 +113,7 @@ class BenchService:
             async with self._db.unit() as unit:
                 # Status and version change with each event, as they would in real edits.
                 stamp = iso(utcnow()) or ""
-                envelope = await unit.emit(
+                await unit.emit(
                     BENCH_EVENT,
                     team_id=team_id,
                     actor_id=1,
@@ -123,7 +123,7 @@ class BenchService:
                         "sentAt": sent_at,
                     },
                 )
-            event_id = envelope.id if envelope.id is not None else 0
+            event_id = unit.events[0].id or 0
             first = event_id if first is None else first
             last = event_id
         emit_ms = (time.perf_counter() - started) * 1000

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -69,13 +69,31 @@ def _lost_connection(exc: BaseException) -> bool:
     return any(cls.__name__ in _CONNECTION_ERRORS for cls in type(exc).__mro__)
 
 
-@dataclass
 class Unit:
-    """An open transaction. `emit` writes an outbox event inside it."""
+    """An open unit of work: an ORM session if the service uses one, and outbox events.
 
-    session: AsyncSession
-    statements: outbox.OutboxStatements
-    events: list[Envelope] = field(default_factory=list)
+    `session` opens on first use (its transaction begins with its first
+    statement). `emit` asks for an event; the events are written when the unit
+    commits, after the session's pending changes, in the commit's own hop into
+    SQLAlchemy's sync layer. A unit that only emits events (no ORM work) writes
+    them on a plain connection instead: an ORM session, its transaction and
+    its close cost as much as the event's two statements and commit together.
+    After the commit, `events` holds what was written, in id order.
+    """
+
+    __slots__ = ("_db", "_session", "events", "pending")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._session: AsyncSession | None = None
+        self.pending: list[outbox.Pending] = []
+        self.events: list[Envelope] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            self._session = self._db.sessionmaker()
+        return self._session
 
     async def emit(
         self,
@@ -85,18 +103,8 @@ class Unit:
         actor_id: int | None,
         body: dict[str, Any],
         subject_user_id: int | None = None,
-    ) -> Envelope:
-        envelope = await outbox.record(
-            self.session,
-            self.statements,
-            type=type,
-            team_id=team_id,
-            actor_id=actor_id,
-            body=body,
-            subject_user_id=subject_user_id,
-        )
-        self.events.append(envelope)
-        return envelope
+    ) -> None:
+        self.pending.append(outbox.Pending(type, team_id, actor_id, body, subject_user_id))
 
 
 class Database:
@@ -119,15 +127,30 @@ class Database:
     async def unit(self) -> AsyncIterator[Unit]:
         """A transaction; commits on success, then publishes its events in order.
 
-        The session begins its transaction with its first statement; commit and
-        close share one hop into SQLAlchemy's sync layer (`session.begin()`
-        and a separate close would take three). On an exception `_close` rolls
-        back.
+        Writing the events, the commit and the session's close share one hop
+        into SQLAlchemy's sync layer (`session.begin()` and a separate close
+        would take three). On an exception `_close` rolls back; a database
+        that cannot be reached is `DatabaseUnavailable`.
         """
-        async with self._session() as session:
-            unit = Unit(session, self.statements)
+        unit = Unit(self)
+        try:
             yield unit
-            await session.run_sync(_commit_and_close)
+            if unit._session is not None:
+                unit.events = await unit._session.run_sync(
+                    _write_and_commit, self.statements, unit.pending
+                )
+            elif unit.pending:
+                unit.events = await self.queries.transact(
+                    self.engine,
+                    partial(outbox.write, statements=self.statements, pending=unit.pending),
+                )
+        except (OperationalError, InterfaceError, DBAPIError, PoolTimeout, OSError) as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
+        finally:
+            if unit._session is not None:
+                await _close(unit._session)
         for event in unit.events:
             EVENTS_WRITTEN_BY_TYPE[event.type].inc()
         if unit.events:
@@ -170,9 +193,17 @@ class Database:
             await _close(session)
 
 
-def _commit_and_close(session: Session) -> None:
+def _write_and_commit(
+    session: Session, statements: outbox.OutboxStatements, pending: list[outbox.Pending]
+) -> list[Envelope]:
+    """Flush the session, write the unit's events after its changes, commit and close."""
     try:
+        events: list[Envelope] = []
+        if pending:
+            session.flush()
+            events = outbox.write(session.connection(), statements, pending)
         session.commit()
+        return events
     finally:
         session.close()
 
