@@ -200,6 +200,38 @@ async def test_concurrent_writers_get_gapless_increasing_ids(
     assert [e.id for e in heard if e.type == "task_created"] == ids
 
 
+async def test_a_slow_unit_does_not_hold_up_other_writers_and_ids_follow_commits(
+    runtime: Runtime, factory: Factory
+) -> None:
+    """Events are written with the commit: a unit that emitted and then waits (on a
+    request, a read) holds no lock, so another writer commits meanwhile and takes the
+    earlier id. (On PostgreSQL the counter row's lock used to be taken at `emit`
+    and held until commit: the second writer waited for the first.)"""
+    owner = await factory.user()
+    team = await factory.team(owner)
+    heard = _listen(runtime)
+    other_committed = asyncio.Event()
+
+    async def slow() -> None:
+        async with runtime.db.unit() as unit:
+            await unit.session.execute(select(EventCounter.last_id))  # a transaction is open
+            await unit.emit("task_updated", team_id=team["id"], actor_id=owner.id, body={})
+            await other_committed.wait()
+
+    async def quick() -> None:
+        async with runtime.db.unit() as unit:
+            await unit.session.execute(select(EventCounter.last_id))
+            await unit.emit("task_deleted", team_id=team["id"], actor_id=owner.id, body={})
+        other_committed.set()
+
+    async with asyncio.timeout(10):
+        await asyncio.gather(slow(), quick())
+    rows = await _events(runtime, team["id"])
+    assert [r.type for r in rows] == ["member_added", "task_deleted", "task_updated"]
+    assert rows[2].id == rows[1].id + 1
+    assert [e.type for e in heard if e.team_id == team["id"]] == ["task_deleted", "task_updated"]
+
+
 async def test_retention_prunes_and_remembers_how_far(runtime: Runtime, factory: Factory) -> None:
     owner = await factory.user()
     team = await factory.team(owner)
