@@ -7,8 +7,8 @@ that commits the transaction crossing 1,000 WAL pages runs that checkpoint
 itself, inside its COMMIT. Huddle's SQLite driver runs on the event loop
 (`huddle.accel.sqlalchemy`, override 1), so every ~170th write stopped every
 socket and request for the checkpoint's two fsyncs: ~5 ms on this machine's
-disk, ~10 % of the outbox's cost per event on average (docs/benchmarks.md,
-"WAL checkpoints off the loop").
+disk, ~15 % of the outbox's cost per event on average (docs/benchmarks.md,
+"This session's changes (2026-12-04, third session)"; `bench/outbox_cost.py`).
 
 Here the serving connections checkpoint only as a safety net
 (`SAFETY_NET_PAGES`, 40 MB of WAL), and `Checkpointer` runs a PASSIVE

@@ -104,6 +104,7 @@ class Unit:
         body: dict[str, Any],
         subject_user_id: int | None = None,
     ) -> None:
+        """Ask for an outbox event; it gets its id and row with the unit's commit."""
         self.pending.append(outbox.Pending(type, team_id, actor_id, body, subject_user_id))
 
 
