@@ -16,7 +16,7 @@ from alembic import command
 from sqlalchemy import create_engine, text
 
 from huddle.config import Settings
-from huddle.db.checkpoint import SAFETY_NET_PAGES
+from huddle.db.checkpoint import INTERVAL, SAFETY_NET_PAGES
 from huddle.db.migrate import alembic_config, upgrade
 from huddle.runtime import Runtime
 from huddle.services.bench import BenchService
@@ -167,13 +167,18 @@ async def _pg_fetch(dsn: str, sql: str) -> list[Any]:
 
 
 def _events_in_main_file(tmp_path: Path) -> int:
-    """Events the database file holds by itself, without its WAL (a copy of the file alone)."""
+    """Events the database file holds by itself, without its WAL (a copy of the file
+    alone); -1 when the copy caught a checkpoint mid-way (a torn file)."""
     alone = tmp_path / "alone"
     alone.mkdir(exist_ok=True)
+    for leftover in alone.glob("huddle.db*"):
+        leftover.unlink()
     shutil.copyfile(tmp_path / "huddle.db", alone / "huddle.db")
     db = sqlite3.connect(alone / "huddle.db")
     try:
         return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return -1
     finally:
         db.close()
 
@@ -191,13 +196,15 @@ async def test_writes_reach_the_database_file_through_the_checkpointer(tmp_path:
         # 600 events write ~2,400 WAL pages: past SQLite's default threshold (1,000),
         # under the serving connections' safety net, so only the checkpointer copies them.
         await BenchService(runtime.db).broadcast(1, 600, 300)
-        passes = checkpointer.passes
         async with asyncio.timeout(10):
-            while checkpointer.passes < passes + 2:
+            while await asyncio.to_thread(_events_in_main_file, tmp_path) != 600:
                 await asyncio.sleep(0.05)
+        # Nothing committed since: the checkpointer stays idle (no thread, no SQLite).
+        idle_from = checkpointer.passes
+        await asyncio.sleep(4 * INTERVAL)
+        assert checkpointer.passes == idle_from
         busy, wal_pages, copied = await asyncio.to_thread(checkpointer.checkpoint)
         assert busy == 0 and copied == wal_pages
-        assert _events_in_main_file(tmp_path) == 600
         await BenchService(runtime.db).broadcast(1, 5, 300)
     finally:
         await runtime.stop()

@@ -12,8 +12,9 @@ disk, ~15 % of the outbox's cost per event on average (docs/benchmarks.md,
 
 Here the serving connections checkpoint only as a safety net
 (`SAFETY_NET_PAGES`, 40 MB of WAL), and `Checkpointer` runs a PASSIVE
-checkpoint every `INTERVAL` seconds on a connection of its own, in a worker
-thread: sqlite3 releases the GIL while SQLite copies and syncs, so the loop
+checkpoint every `INTERVAL` seconds when something was committed since its
+last pass (the WAL file's size or time changed), on a connection of its own,
+in a worker thread: sqlite3 releases the GIL while SQLite copies and syncs, so the loop
 goes on serving. A PASSIVE checkpoint never blocks writers or readers; it
 copies what no open read transaction still needs, and the next writer starts
 the WAL over once everything is copied. SQLite has no API to hand
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -70,10 +72,23 @@ class Checkpointer:
             await asyncio.to_thread(self.checkpoint)
         await asyncio.to_thread(self._close)
 
+    def _wal_stamp(self) -> tuple[int, int] | None:
+        """The WAL file's size and modification time: a commit appends to it, a
+        PASSIVE checkpoint does not. None when there is no WAL file."""
+        try:
+            stat = os.stat(f"{self._path}-wal")
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
     async def _run(self) -> None:
         failing = False
+        copied: tuple[int, int] | None = None  # the WAL as of the last pass that succeeded
         while True:
             await asyncio.sleep(self._interval)
+            stamp = self._wal_stamp()
+            if stamp is None or stamp == copied:
+                continue  # nothing committed since: no thread, no SQLite call
             try:
                 await asyncio.to_thread(self.checkpoint)
             except (sqlite3.Error, OSError) as exc:
@@ -85,6 +100,7 @@ class Checkpointer:
             if failing:
                 log.info("sqlite_checkpoint_resumed")
             failing = False
+            copied = stamp
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One PASSIVE checkpoint (blocking: run it in a thread). SQLite's answer:
