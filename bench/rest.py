@@ -1,4 +1,5 @@
-"""REST throughput: `GET /api/users/{userId}/teams` on SQLite, for a user in 20 teams.
+"""REST throughput: `GET /api/users/{userId}/teams` on SQLite, for a user in 20 teams
+(`--read tasks`: `GET /api/users/{userId}/tasks`, 20 tasks assigned to the user).
 
 Starts `huddle serve` in its own process (pinned to CPU 0 when possible),
 seeds through the real API, then drives it from a separate Node.js process
@@ -40,7 +41,8 @@ def _huddle() -> str:
 
 
 def seed(base_url: str, teams: int) -> tuple[int, str]:
-    """A user in `teams` teams; returns (user id, access token)."""
+    """A user in `teams` teams, owning them, with `teams` tasks assigned to them in the
+    first; returns (user id, access token)."""
     with httpx.Client(base_url=base_url, timeout=10) as client:
         user = client.post(
             "/api/auth/register",
@@ -50,14 +52,23 @@ def seed(base_url: str, teams: int) -> tuple[int, str]:
             "/api/auth/login", json={"email": "bench@example.com", "password": PASSWORD}
         ).json()
         headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+        first = None
         for i in range(teams):
             response = client.post("/api/teams", json={"name": f"Team {i}"}, headers=headers)
+            response.raise_for_status()
+            first = first or response.json()["id"]
+        for i in range(teams):
+            response = client.post(
+                f"/api/teams/{first}/tasks",
+                json={"title": f"Task {i}", "assigneeId": user["id"], "description": "x" * 80},
+                headers=headers,
+            )
             response.raise_for_status()
         return int(user["id"]), str(tokens["access_token"])
 
 
 def run(
-    seconds: float, connections: int, teams: int, server_cpu: int, load_cpu: int
+    seconds: float, connections: int, teams: int, server_cpu: int, load_cpu: int, read: str
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="huddle-bench-rest-") as tmp:
         env = {
@@ -81,10 +92,10 @@ def run(
         )
         try:
             user_id, token = seed(server.base_url, teams)
-            url = f"{server.base_url}/api/users/{user_id}/teams"
+            url = f"{server.base_url}/api/users/{user_id}/{read}"
             check = httpx.get(url, headers={"Authorization": f"Bearer {token}"}).json()
             if len(check["items"]) != teams:
-                raise RuntimeError(f"expected {teams} teams, got {len(check['items'])}")
+                raise RuntimeError(f"expected {teams} {read}, got {len(check['items'])}")
             before = read_proc_stats(server.pid)
             load = subprocess.Popen(
                 [
@@ -126,16 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--teams", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--read", choices=("teams", "tasks"), default="teams")
     args = parser.parse_args(argv)
     cpus = os.cpu_count() or 1
     server_cpu, load_cpu = (0, 1) if cpus > 1 else (0, 0)
     results = [
-        run(args.seconds, args.connections, args.teams, server_cpu, load_cpu)
+        run(args.seconds, args.connections, args.teams, server_cpu, load_cpu, args.read)
         for _ in range(args.rounds)
     ]
     rates = sorted(r["requestsPerSecond"] for r in results)
     summary = {
-        "benchmark": "rest_user_teams",
+        "benchmark": f"rest_user_{args.read}",
         "medianRequestsPerSecond": round(rates[len(rates) // 2], 1),
         "rounds": results,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -100,6 +102,61 @@ async def test_filters_and_cursor_pagination(factory: Factory) -> None:
     assert [t["id"] for t in mine] == [t["id"] for t in made if t["assigneeId"] == mate.id]
     across = (await factory.client.get(f"/api/users/{mate.id}/tasks", headers=mate.headers)).json()
     assert [t["id"] for t in across["items"]] == [t["id"] for t in mine]
+
+
+async def test_a_users_tasks_read_as_rows_equal_the_tasks_themselves(factory: Factory) -> None:
+    """`GET /api/users/{id}/tasks` builds its items from rows (no ORM objects): each is
+    exactly what `GET /api/tasks/{id}` answers, every field, pages included; tasks in a
+    team the user left are not listed."""
+    owner = await factory.user()
+    mate = await factory.user()
+    team = await factory.team(owner)
+    other = await factory.team(owner)
+    for team_id in (team["id"], other["id"]):
+        await factory.member(team_id, owner, mate)
+    made = [
+        await factory.task(team["id"], owner, assigneeId=mate.id),
+        await factory.task(
+            team["id"],
+            owner,
+            assigneeId=mate.id,
+            description="Zoë ✓ — a longer text",
+            dueDate="2027-03-01T09:30:00.123Z",
+            priority="high",
+        ),
+        await factory.task(other["id"], owner, assigneeId=mate.id, dueDate="2027-01-02"),
+        await factory.task(team["id"], owner, assigneeId=mate.id),
+    ]
+    await factory.task(team["id"], owner)  # unassigned: not the mate's
+    edited = await factory.client.patch(
+        f"/api/tasks/{made[0]['id']}", json={"status": "done"}, headers=owner.headers
+    )
+    assert edited.status_code == 200
+
+    async def listed() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 3}
+        while True:
+            response = await factory.client.get(
+                f"/api/users/{mate.id}/tasks", params=params, headers=mate.headers
+            )
+            assert response.status_code == 200
+            body = response.json()
+            items += body["items"]
+            if body["nextCursor"] is None:
+                return items
+            params["cursor"] = body["nextCursor"]
+
+    expected = [
+        (await factory.client.get(f"/api/tasks/{t['id']}", headers=mate.headers)).json()
+        for t in made
+    ]
+    assert await listed() == expected
+    left = await factory.client.delete(
+        f"/api/teams/{other['id']}/members/{mate.id}", headers=owner.headers
+    )
+    assert left.status_code == 204
+    assert await listed() == [t for t in expected if t["teamId"] == team["id"]]
 
 
 async def test_user_teams_lists_every_team_with_role(factory: Factory) -> None:

@@ -29,7 +29,7 @@ _TEAM_COLUMNS = (
     wire_time(Team.created_at).label("created_at"),
     Membership.role,
 )
-_TASK_COLUMNS = (
+TASK_COLUMNS = (
     Task.id,
     Task.team_id,
     Task.title,
@@ -51,7 +51,7 @@ _TEAMS = (
     .limit(bindparam("limit", type_=Integer))
 )
 _TASKS = (
-    select(*_TASK_COLUMNS)
+    select(*TASK_COLUMNS)
     .join(
         Membership,
         (Membership.team_id == Task.team_id) & (Membership.user_id == bindparam("user_id")),
@@ -103,7 +103,7 @@ def _batch_reads(shape: int) -> _BatchReads:
     )
     tasks_ranked = (
         select(
-            *_TASK_COLUMNS,
+            *TASK_COLUMNS,
             func.row_number().over(partition_by=Task.assignee_id, order_by=Task.id).label("rank"),
         )
         .join(
@@ -208,7 +208,7 @@ class UserService:
         return Bootstrap(
             Account.of_row(users[0]),
             [team_row_wire(row) for row in teams],
-            [_task(row) for row in tasks],
+            [task_row_wire(row) for row in tasks],
         )
 
     async def account(self, user_id: int) -> Account | None:
@@ -253,7 +253,7 @@ class UserService:
             teams_of.setdefault(row[0], []).append(team_row_wire(row[1:]))
         tasks_of: dict[int, list[dict[str, Any]]] = {}
         for row in tasks:
-            tasks_of.setdefault(row[6], []).append(_task(row))
+            tasks_of.setdefault(row[6], []).append(task_row_wire(row))
         out: dict[int, Bootstrap] = {}
         for row in users:
             account = Account.of_row(row)
@@ -276,7 +276,8 @@ def team_row_wire(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def _task(row: tuple[Any, ...]) -> dict[str, Any]:
+def task_row_wire(row: tuple[Any, ...]) -> dict[str, Any]:
+    """`TaskOut` on the wire from a row of `TASK_COLUMNS` (times read as `wire_time`)."""
     (
         task_id,
         team_id,

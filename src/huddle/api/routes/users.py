@@ -42,17 +42,18 @@ async def user_teams(
 
 
 @router.get("/{userId}/tasks", response_model=Page[TaskOut], responses=errors(401, 403, 404, 422))
+@lean(PageRead(path="userId", maximum=MAX_ID))
 async def user_tasks(
     userId: UserId,
     actor: CurrentActor,
     runtime: RuntimeDep,
     cursor: Cursor = None,
     limit: Limit = 50,
-) -> Page[TaskOut]:
+) -> Response:
     """Tasks assigned to a user in the teams they belong to: the user themself or an admin."""
     await _readable(actor, userId, runtime)
     items, next_cursor = await runtime.tasks.assigned_to(userId, cursor=cursor, limit=limit)
-    return Page[TaskOut](items=items, nextCursor=next_cursor)
+    return page(items, next_cursor)
 
 
 async def _readable(actor: Actor, user_id: int, runtime: Runtime) -> None:
