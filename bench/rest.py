@@ -68,7 +68,12 @@ def seed(base_url: str, teams: int) -> tuple[int, str]:
 
 
 def run(
-    seconds: float, connections: int, teams: int, server_cpu: int, load_cpu: int, read: str
+    seconds: float,
+    connections: int,
+    teams: int,
+    server_cpu: int,
+    load_cpu: int,
+    read: str = "teams",
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="huddle-bench-rest-") as tmp:
         env = {
