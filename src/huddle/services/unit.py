@@ -5,8 +5,8 @@ Only services open units; routes and socket handlers call services.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
 
@@ -135,20 +135,17 @@ class Database:
         """
         unit = Unit(self)
         try:
-            yield unit
-            if unit._session is not None:
-                unit.events = await unit._session.run_sync(
-                    _write_and_commit, self.statements, unit.pending
-                )
-            elif unit.pending:
-                unit.events = await self.queries.transact(
-                    self.engine,
-                    partial(outbox.write, statements=self.statements, pending=unit.pending),
-                )
-        except (OperationalError, InterfaceError, DBAPIError, PoolTimeout, OSError) as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailable() from exc
-            raise
+            with _database_errors():
+                yield unit
+                if unit._session is not None:
+                    unit.events = await unit._session.run_sync(
+                        _write_and_commit, self.statements, unit.pending
+                    )
+                elif unit.pending:
+                    unit.events = await self.queries.transact(
+                        self.engine,
+                        partial(outbox.write, statements=self.statements, pending=unit.pending),
+                    )
         finally:
             if unit._session is not None:
                 await _close(unit._session)
@@ -167,12 +164,8 @@ class Database:
         """
         runner = self.queries if prepared else _CORE
         # A plain connection rather than a Session: nothing here needs the ORM.
-        try:
+        with _database_errors():
             return await runner.select(self.engine, queries)
-        except (OperationalError, InterfaceError, DBAPIError, PoolTimeout, OSError) as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailable() from exc
-            raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -185,13 +178,22 @@ class Database:
         """A session, closed directly, with "cannot reach the database" as DatabaseUnavailable."""
         session = self.sessionmaker()
         try:
-            yield session
-        except (OperationalError, InterfaceError, DBAPIError, PoolTimeout, OSError) as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailable() from exc
-            raise
+            with _database_errors():
+                yield session
         finally:
             await _close(session)
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """A database error that means "cannot reach the database" as DatabaseUnavailable
+    (503); any other error as it is."""
+    try:
+        yield
+    except (OperationalError, InterfaceError, DBAPIError, PoolTimeout, OSError) as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable() from exc
+        raise
 
 
 def _write_and_commit(
