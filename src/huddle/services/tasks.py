@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huddle.clock import utcnow
-from huddle.db.models import Membership, Task
+from huddle.db.models import Task
 from huddle.errors import Forbidden, NotFound, ValidationFailed, VersionConflict
 from huddle.schemas import TaskOut, wire
 from huddle.services.access import (
@@ -20,19 +20,7 @@ from huddle.services.access import (
     visible_team,
 )
 from huddle.services.unit import Database
-from huddle.services.users import TASK_COLUMNS, task_row_wire
-
-_ASSIGNED_PAGE = (
-    select(*TASK_COLUMNS)
-    .join(
-        Membership,
-        (Membership.team_id == Task.team_id) & (Membership.user_id == bindparam("user_id")),
-    )
-    .where(Task.assignee_id == bindparam("user_id"), Task.id > bindparam("after"))
-    .order_by(Task.id)
-    .limit(bindparam("limit", type_=Integer))
-)
-"""A page of the tasks assigned to a user in their teams (`assigned_to`), by task id."""
+from huddle.services.users import ASSIGNED_TASKS, task_row_wire
 
 # Wire name of each editable field.
 FIELDS = {
@@ -85,7 +73,7 @@ class TaskService:
         """
         after = decode_cursor(cursor)
         (rows,) = await self._db.select(
-            (_ASSIGNED_PAGE, {"user_id": user_id, "after": after, "limit": limit + 1})
+            (ASSIGNED_TASKS, {"user_id": user_id, "after": after, "limit": limit + 1})
         )
         tasks = [task_row_wire(row) for row in rows[:limit]]
         return tasks, encode_cursor(tasks[-1]["id"]) if len(rows) > limit else None

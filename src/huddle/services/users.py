@@ -50,16 +50,18 @@ _TEAMS = (
     .order_by(Team.id)
     .limit(bindparam("limit", type_=Integer))
 )
-_TASKS = (
+ASSIGNED_TASKS = (
     select(*TASK_COLUMNS)
     .join(
         Membership,
         (Membership.team_id == Task.team_id) & (Membership.user_id == bindparam("user_id")),
     )
-    .where(Task.assignee_id == bindparam("user_id"))
+    .where(Task.assignee_id == bindparam("user_id"), Task.id > bindparam("after"))
     .order_by(Task.id)
-    .limit(bindparam("limit_tasks", type_=Integer))
+    .limit(bindparam("limit", type_=Integer))
 )
+"""The tasks assigned to a user in the teams they belong to, by id, after `after`: a
+socket's cold read (from 0) and a page of `GET /api/users/{id}/tasks`."""
 
 # The same reads for a batch of users (`bootstrap_many`): `IN` over the ids, and
 # each user's first `limit` teams and tasks by id picked with ROW_NUMBER().
@@ -201,7 +203,7 @@ class UserService:
         users, teams, tasks = await self._db.select(
             (ACCOUNT, {"user_id": user_id}),
             (_TEAMS, {"user_id": user_id, "limit": max_teams}),
-            (_TASKS, {"user_id": user_id, "limit_tasks": max_tasks}),
+            (ASSIGNED_TASKS, {"user_id": user_id, "after": 0, "limit": max_tasks}),
         )
         if not users:
             return Bootstrap(None, [], [])
