@@ -24,19 +24,20 @@ depends_on: str | Sequence[str] | None = None
 _HAS_SUBJECT = sa.text("subject_user_id IS NOT NULL")
 
 
+def _retype_id_on_sqlite(old: sa.types.TypeEngine[int], new: sa.types.TypeEngine[int]) -> None:
+    """SQLite cannot change a column's type in place: the table is rebuilt, its rows
+    copied (ids kept) and its other indexes made again. Nothing on PostgreSQL."""
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    with op.batch_alter_table("events", recreate="always") as batch_op:
+        batch_op.alter_column(
+            "id", existing_type=old, type_=new, existing_nullable=False, autoincrement=False
+        )
+
+
 def upgrade() -> None:
     op.drop_index("ix_events_subject_user_id", table_name="events")
-    if op.get_bind().dialect.name == "sqlite":
-        # SQLite cannot change a column's type in place: the table is rebuilt, its
-        # rows copied (ids kept, now as rowids) and its other indexes made again.
-        with op.batch_alter_table("events", recreate="always") as batch_op:
-            batch_op.alter_column(
-                "id",
-                existing_type=sa.BigInteger(),
-                type_=sa.Integer(),
-                existing_nullable=False,
-                autoincrement=False,
-            )
+    _retype_id_on_sqlite(sa.BigInteger(), sa.Integer())  # the id becomes the rowid
     op.create_index(
         "ix_events_subject_user_id",
         "events",
@@ -49,13 +50,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_events_subject_user_id", table_name="events")
-    if op.get_bind().dialect.name == "sqlite":
-        with op.batch_alter_table("events", recreate="always") as batch_op:
-            batch_op.alter_column(
-                "id",
-                existing_type=sa.Integer(),
-                type_=sa.BigInteger(),
-                existing_nullable=False,
-                autoincrement=False,
-            )
+    _retype_id_on_sqlite(sa.Integer(), sa.BigInteger())
     op.create_index("ix_events_subject_user_id", "events", ["subject_user_id"], unique=False)
