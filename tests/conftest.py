@@ -51,6 +51,16 @@ def postgres_server_url() -> Iterator[str]:
     asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def empty_postgres(postgres_server_url: str, unique: str) -> Iterator[str]:
+    """A PostgreSQL database of its own, never migrated (asyncpg URL, no driver prefix)."""
+    name = f"huddle_empty_{unique}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    base = postgres_server_url.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """The Redis server; keys a session writes live under `redis_prefix`."""

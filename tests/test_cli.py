@@ -7,19 +7,16 @@ one line on stderr naming what to fix, and never a traceback (SPEC §2, §3, §4
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import _pg_admin
 from tests.gateway.live import HUDDLE, free_port
 
 SECRET = "a-cli-test-secret-that-is-long-enough-0123456789"
@@ -138,16 +135,6 @@ def test_an_unusable_data_directory_is_one_line(tmp_path: Path) -> None:
     assert no_database.returncode == 1
     line = one_line(no_database)
     assert line.startswith("huddle: cannot prepare the SQLite database: ") and "a-file" in line
-
-
-@pytest.fixture
-def empty_postgres(postgres_server_url: str, unique: str) -> Iterator[str]:
-    """A PostgreSQL database of its own, never migrated."""
-    name = f"huddle_behind_{unique}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    base = postgres_server_url.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.mark.postgres

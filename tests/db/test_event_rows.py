@@ -6,7 +6,6 @@ import asyncio
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from huddle.db.migrate import alembic_config, upgrade
 from huddle.runtime import Runtime
 from huddle.services.bench import BenchService
 from tests.api.conftest import make_settings
-from tests.conftest import _pg_admin
 
 _ROWS = [
     # (id, team_id, subject_user_id): ids beyond 32 bits must survive the rebuild.
@@ -99,14 +97,6 @@ def test_sqlite_upgrade_keeps_every_event_and_makes_its_id_the_rowid(tmp_path: P
 
 def downgrade(settings: Settings, revision: str = "0001") -> None:
     command.downgrade(alembic_config(settings), revision)
-
-
-@pytest.fixture
-def empty_postgres(postgres_server_url: str, unique: str) -> Iterator[str]:
-    name = f"huddle_rows_{unique}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    yield f"{postgres_server_url.rsplit('/', 1)[0]}/{name}"
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.mark.postgres
