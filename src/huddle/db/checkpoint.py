@@ -56,7 +56,7 @@ class Checkpointer:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
-        """Passes that ran (for tests and the log)."""
+        """Passes that ran (for tests)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="huddle-sqlite-checkpoint")

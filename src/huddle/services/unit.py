@@ -169,13 +169,8 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read-only session (no commit)."""
-        async with self._session() as session:
-            yield session
-
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
-        """A session, closed directly, with "cannot reach the database" as DatabaseUnavailable."""
+        """A read-only session (no commit), closed directly, with "cannot reach the
+        database" as DatabaseUnavailable."""
         session = self.sessionmaker()
         try:
             with _database_errors():
