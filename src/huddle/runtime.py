@@ -138,6 +138,7 @@ class Runtime:
         await self.buckets.aclose()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
+        self.db.queries.close()
         await self.engine.dispose()
 
     def readiness(self) -> dict[str, Probe]:

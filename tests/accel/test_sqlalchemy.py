@@ -54,3 +54,53 @@ async def test_reads_through_query_runners_give_the_same_rows_and_errors(tmp_pat
             assert await runner.select(engine, queries[:1]) == [[(2, "b")]]
     finally:
         await engine.dispose()
+
+
+def _open_descriptors(path: Path) -> int:
+    """This process's open file descriptors on `path` (and its -wal/-shm files)."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue
+        count += str(target).startswith(str(path))
+    return count
+
+
+async def test_prepared_reads_see_every_commit_and_let_go_of_the_file(tmp_path: Path) -> None:
+    """Reads run on one connection held outside the pool: each sees what was committed
+    before it (on the pool's connections), a failed read leaves the next one working,
+    a disposed engine reads on, and `close` releases the file."""
+    settings = make_settings(tmp_path)
+    engine = create_engine(settings)
+    database = tmp_path / "huddle.db"
+    assert str(engine.url.database) == str(database)
+    names = select(_ITEMS.c.name).where(_ITEMS.c.id > bindparam("after")).order_by(_ITEMS.c.id)
+    missing = select(table("no_such_table", column("id")).c.id).where(
+        column("id") > bindparam("after")
+    )
+    runner = PreparedQueries()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)"))
+        assert await runner.select(engine, [(names, {"after": 0})]) == [[]]
+        for item in range(1, 4):
+            async with engine.begin() as conn:
+                await conn.execute(insert(_ITEMS), [{"id": item, "name": f"n{item}"}])
+            rows = await runner.select(engine, [(names, {"after": 0})])
+            assert rows == [[(f"n{i}",) for i in range(1, item + 1)]]
+        with pytest.raises(OperationalError, match="no such table"):
+            await runner.select(engine, [(missing, {"after": 0})])
+        assert await runner.select(engine, [(names, {"after": 2})]) == [[("n3",)]]
+        await engine.dispose()
+        async with engine.begin() as conn:
+            await conn.execute(insert(_ITEMS), [{"id": 4, "name": "n4"}])
+        assert await runner.select(engine, [(names, {"after": 3})]) == [[("n4",)]]
+        await engine.dispose()
+        assert _open_descriptors(database) > 0  # the read connection
+        runner.close()
+        assert _open_descriptors(database) == 0
+    finally:
+        runner.close()
+        await engine.dispose()

@@ -196,7 +196,11 @@ async def test_writes_reach_the_database_file_through_the_checkpointer(tmp_path:
         busy, wal_pages, copied = await asyncio.to_thread(checkpointer.checkpoint)
         assert busy == 0 and copied == wal_pages
         await BenchService(runtime.db).broadcast(1, 5, 300)
+        assert await runtime.users.account(1) is None  # a read, on the read connection
     finally:
         await runtime.stop()
     # Stopping runs a last pass: the file alone holds every commit.
     assert _events_in_main_file(tmp_path) == 605
+    # ... and closes every connection to it, the read connection's included.
+    open_files = [fd.readlink() for fd in Path("/proc/self/fd").iterdir() if fd.exists()]
+    assert not [name for name in open_files if str(name).startswith(str(tmp_path))]

@@ -56,6 +56,13 @@ thread, and Core statements executed through `Connection.execute`):
    on any error that connection is invalidated and the read runs again
    through a `Connection`, which reports the error as before. Private names:
    `Engine._has_events`, `Engine._should_log_info`.
+5. **One read connection** (`_Reader`, used by `PreparedQueries.select`).
+   Override 4 still checked a connection out of the pool for each read, in
+   a `greenlet_spawn`, and reset it on checkin. Inline reads never yield, so
+   one sqlite3 connection, opened through the pool and `detach`ed from it
+   (both public), serves every read of the process with none of that. Any
+   error closes it and that read goes through the pool (override 4), which
+   reports it. Private names: those of override 4.
 
 Figures: docs/benchmarks.md ("Outbox per event", "REST reads (issue 12)").
 """
@@ -63,6 +70,7 @@ Figures: docs/benchmarks.md ("Outbox per event", "REST reads (issue 12)").
 from __future__ import annotations
 
 import collections
+import contextlib
 import sqlite3
 import types
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -534,13 +542,49 @@ class PreparedOutbox:
 
 class PreparedQueries:
     """`huddle.db.queries.QueryRunner` with each statement `Prepared` (compiled once), read
-    in one hop into the sync layer (override 3), on SQLite's own connection (override 4)."""
+    in one hop into the sync layer (override 3), on SQLite on one read connection
+    (override 5) or a pooled connection's sqlite3 connection (override 4)."""
 
     def __init__(self) -> None:
         self._prepared: dict[int, tuple[ClauseElement, Prepared]] = {}
+        self._readers: WeakKeyDictionary[Engine, _Reader] = WeakKeyDictionary()
 
     async def select(self, engine: AsyncEngine, queries: Sequence[Query]) -> list[list[Any]]:
-        return await greenlet_spawn(self._select, engine.sync_engine, queries)
+        sync = engine.sync_engine
+        if _raw_readable(sync):
+            reader = await self._reader(sync)
+            if reader is not None:
+                prepared = [(self._prepare(statement), params) for statement, params in queries]
+                rows = reader.read(sync.dialect, prepared)
+                if rows is not None:
+                    return rows
+                # It could not read them: this read goes through the pool (which reports
+                # the error as SQLAlchemy's), the next opens another reader.
+                self._readers.pop(sync, None)
+                reader.close()
+        return await greenlet_spawn(self._select, sync, queries)
+
+    async def _reader(self, engine: Engine) -> _Reader | None:
+        """The engine's read connection, opened if needed; None when it cannot be opened
+        (the read goes through the pool, whose error says why)."""
+        reader = self._readers.get(engine)
+        if reader is not None and reader.pool is engine.pool:
+            return reader
+        if reader is not None:  # the engine was disposed: its pool is a new one
+            reader.close()
+            del self._readers[engine]
+        try:
+            reader = await greenlet_spawn(_Reader, engine)
+        except Exception:
+            return None
+        self._readers[engine] = reader
+        return reader
+
+    def close(self) -> None:
+        """Close the SQLite read connections (override 5); an engine's next read opens one."""
+        for reader in list(self._readers.values()):
+            reader.close()
+        self._readers.clear()
 
     async def transact(self, engine: AsyncEngine, work: Callable[[SAConnection], T]) -> T:
         """Checkout, BEGIN, `work`, COMMIT and checkin in one hop (override 3)."""
@@ -548,11 +592,7 @@ class PreparedQueries:
 
     def _select(self, engine: Engine, queries: Sequence[Query]) -> list[list[Any]]:
         prepared = [(self._prepare(statement), params) for statement, params in queries]
-        if (
-            isinstance(engine.dialect.loaded_dbapi, _Dbapi)
-            and not engine._has_events
-            and not engine._should_log_info()
-        ):
+        if _raw_readable(engine):
             rows = _read_raw(engine, prepared)
             if rows is not None:
                 return rows
@@ -564,6 +604,85 @@ class PreparedQueries:
         if entry is None or entry[0] is not statement:
             entry = self._prepared[id(statement)] = (statement, Prepared(statement))
         return entry[1]
+
+
+def _raw_readable(engine: Engine) -> bool:
+    """Reads may run on sqlite3 directly: the inline driver, no engine events, no echo."""
+    return (
+        isinstance(engine.dialect.loaded_dbapi, _Dbapi)
+        and not engine._has_events
+        and not engine._should_log_info()
+    )
+
+
+class _Reader:
+    """A sqlite3 connection of the engine's that only reads, held out of the pool
+    (override 5).
+
+    Every cold socket authentication reads three statements. Checked out of
+    the pool for each read, that read took a `greenlet_spawn` (a new greenlet
+    and two switches), the pool's checkout and checkin, and the reset's
+    rollback: ~25 µs per read on top of SQLite's own ~35 µs
+    (`bench/bootstrap_reads.py`). The inline driver runs every statement on
+    the event loop's thread and never yields inside a read, so one
+    connection serves every read of the process, one after another. It is
+    opened through the pool (`raw_connection`, the "connect" event's
+    PRAGMAs applied) and `detach`ed from it, a public call: the pool opens
+    another in its place when it needs one. Each statement runs in
+    autocommit as before (SQLite's own read transaction per statement, none
+    left open between reads, so checkpoints are never held up), and sees
+    every commit made before it. It is closed by `PreparedQueries.close`
+    (the runtime's stop), when its engine's pool was replaced (`dispose`),
+    or on any error, after which that read runs through the pool as before.
+    """
+
+    __slots__ = ("_conn", "_fairy", "pool")
+
+    def __init__(self, engine: Engine) -> None:
+        self.pool = engine.pool
+        self._fairy = engine.raw_connection()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = cast(Connection, self._fairy.driver_connection)._connection
+            self._fairy.detach()
+        except BaseException:
+            self._fairy.close()
+            raise
+
+    def read(
+        self, dialect: Dialect, prepared: list[tuple[Prepared, Mapping[str, Any]]]
+    ) -> list[list[Any]] | None:
+        """The statements' rows; None when it cannot read them (the caller closes it)."""
+        conn = self._conn
+        if conn is None:
+            return None
+        forms = [(statement.form(dialect), params) for statement, params in prepared]
+        if not all(form.direct for form, _ in forms):
+            return None
+        try:
+            return _run_forms(conn, forms)
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                self._fairy.close()
+
+
+def _run_forms(
+    conn: sqlite3.Connection, forms: list[tuple[_Form, Mapping[str, Any]]]
+) -> list[list[Any]]:
+    results = []
+    for form, params in forms:
+        cursor = conn.cursor()
+        parameters = form.bind(params)
+        cursor.execute(form.sql, () if parameters is None else parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        cursor.close()
+        results.append(form.convert(rows))
+    return results
 
 
 def _transact(engine: Engine, work: Callable[[SAConnection], T]) -> T:
@@ -603,14 +722,7 @@ def _read_raw(
         conn = cast(Connection, raw.driver_connection)._connection
         if conn is None:
             raise ValueError("Connection closed")
-        results = []
-        for form, params in forms:
-            cursor = conn.cursor()
-            parameters = form.bind(params)
-            cursor.execute(form.sql, () if parameters is None else parameters)
-            rows = cursor.fetchall() if cursor.description else []
-            cursor.close()
-            results.append(form.convert(rows))
+        results = _run_forms(conn, forms)
     except Exception as exc:
         raw.invalidate(exc)  # checks it in, closed
         return None

@@ -6,8 +6,8 @@ rows as tuples, with the column types' conversions applied (UTC datetimes).
 The public path is SQLAlchemy Core's `Connection.execute` in an
 `AsyncConnection`'s `run_sync`; with the SQLAlchemy accel module each
 statement is compiled once and run as driver SQL, checkout, reads and checkin
-share one hop into SQLAlchemy's sync layer, and on SQLite the reads go to the
-pooled sqlite3 connection itself (`huddle.accel.sqlalchemy.PreparedQueries`).
+share one hop into SQLAlchemy's sync layer, and on SQLite the reads go to one
+sqlite3 connection held for reads (`huddle.accel.sqlalchemy.PreparedQueries`).
 Statements must give every bind parameter by name (`bindparam("user_id")`).
 """
 
@@ -37,6 +37,10 @@ class QueryRunner(Protocol):
     async def transact(self, engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
         """`work(connection)` in a transaction on a connection of its own (sync layer),
         committed when it returns, rolled back when it raises."""
+        ...
+
+    def close(self) -> None:
+        """Close any connection the runner holds outside the pool (before `dispose`)."""
         ...
 
 
@@ -69,6 +73,9 @@ class CoreQueries:
             return await connection.run_sync(run)
         finally:
             await connection.close()
+
+    def close(self) -> None:
+        """Nothing to close: every read checks a connection out of the pool."""
 
 
 def query_runner(accel: Accel) -> QueryRunner:
