@@ -65,7 +65,7 @@ def run_round(
     quiet_ms: int,
 ) -> dict[str, Any]:
     """One storm on a fresh server: the generator's phases and the server's CPU split."""
-    name = "node" if label == "node" else "huddle"
+    name: servers.ServerName = "node" if label == "node" else "huddle"
     options = servers.ServerOptions(extra_env=settings)
     running = servers.start(
         name, template=template, work_dir=work, options=options, cpu=0, log_dir=work

@@ -8,20 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from bench.storm_ab import parse_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_variants_are_a_label_and_settings() -> None:
-    assert parse_variant("base:PYTHONPATH=/tmp/b/src,PRESENCE_BATCH_MS=0") == (
+    assert parse_variant("base:PYTHONPATH=../base/src,PRESENCE_BATCH_MS=0") == (
         "base",
-        (("PYTHONPATH", "/tmp/b/src"), ("PRESENCE_BATCH_MS", "0")),
+        (("PYTHONPATH", "../base/src"), ("PRESENCE_BATCH_MS", "0")),
     )
     assert parse_variant("new:") == ("new", ())
     for bad in (":X=1", "a:X", "a:=1"):
-        with pytest.raises(Exception, match="label|NAME=VALUE"):
+        with pytest.raises(Exception, match=r"label|NAME=VALUE"):
             parse_variant(bad)
 
 
@@ -45,14 +44,13 @@ def test_each_variant_storms_a_fresh_server_every_round(tmp_path: Path) -> None:
     for round_ in data["rounds"]:
         assert [p["users"] for p in round_["phases"]] == ["1-12", "13-20"]
         for phase in round_["phases"]:
-            assert phase["handshakesPerSec"] > 0 and phase["cpuUsPerHandshake"] > 0
+            # (CPU comes in 10 ms ticks: a phase of a few handshakes may show none.)
+            assert phase["handshakesPerSec"] > 0 and phase["cpuUsPerHandshake"] >= 0
             assert not phase["failures"]
         assert round_["userMs"] + round_["systemMs"] > 0
     # Presence as shipped gathers a window; at once, one frame per arrival.
-    shipped, at_once = (data["medians"][label][0] for label in ("shipped", "at-once"))
-    assert set(shipped) >= {"handshakesPerSec", "p99Ms", "cpuUsPerHandshake"}
-    frames = {
-        r["variant"]: r["phases"][0]["presencePerOnlineClient"] for r in data["rounds"]
-    }
+    for label in ("shipped", "at-once"):
+        assert set(data["medians"][label][0]) >= {"handshakesPerSec", "p99Ms", "cpuUsPerHandshake"}
+    frames = {r["variant"]: r["phases"][0]["presencePerOnlineClient"] for r in data["rounds"]}
     assert frames["at-once"] > frames["shipped"]
     assert "medians:" in result.stdout
