@@ -205,3 +205,53 @@ def test_a_socket_replayed_past_the_relay_is_skipped_by_live_emits_until_the_rel
     assert registry.skip_ahead(20) == ["s1"]
     assert registry.skip_ahead(21) == []
     assert registry.ahead == {}
+
+
+async def _commit_behind_the_bus(server: LiveServer, team_id: int, actor_id: int) -> int:
+    """An event committed to the server's log without reaching its bus, as when an API
+    process committed and published it and this gateway's bus is running behind."""
+    engine = create_engine(server.settings())
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            pending = outbox.Pending(
+                "task_created", team_id, actor_id, {"task": {"id": 0, "title": "behind"}}
+            )
+            (event,) = await session.run_sync(
+                lambda sync: outbox.write(sync.connection(), outbox.CoreStatements(), [pending])
+            )
+    finally:
+        await engine.dispose()
+    assert event.id is not None
+    return event.id
+
+
+async def test_a_socket_is_not_sent_again_what_its_data_already_reflects(tmp_path: Path) -> None:
+    """A socket whose data was read after an event was committed, but before this
+    gateway's relay handled it: `authenticated.lastEventId` names that event, and the
+    socket does not get it live afterwards. A socket connected before gets it, once."""
+    env = {**FAST_TIMINGS, **NO_PRACTICAL_LIMITS}
+    with LiveServer(tmp_path / "server", env=env) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            factory = Factory(client)
+            owner, member = await factory.user(), await factory.user()
+            team = await factory.team(owner)
+            await factory.member(team["id"], owner, member)
+            before = await SocketProbe(server.url).connect({"token": owner.access_token})
+            head = (await before.next("authenticated"))["lastEventId"]
+
+            behind = await _commit_behind_the_bus(server, team["id"], owner.id)
+            assert behind == head + 1
+            # The member's data is read now (nothing of theirs is cached yet).
+            after = await SocketProbe(server.url).connect({"token": member.access_token})
+            assert (await after.next("authenticated"))["lastEventId"] == behind
+
+            # The next event makes the relay fill the gap from the log (after its wait).
+            task = await factory.task(team["id"], owner)
+            seen_before = [await before.next("task_created", timeout=15) for _ in range(2)]
+            assert [e["eventId"] for e in seen_before] == [behind, behind + 1]
+            seen_after = await after.next("task_created", timeout=15)
+            assert (seen_after["eventId"], seen_after["task"]["id"]) == (behind + 1, task["id"])
+            await asyncio.sleep(0.3)
+            assert [e["eventId"] for e in after.all("task_created")] == [behind + 1]
+            for probe in (before, after):
+                await probe.close()

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, bindparam, func, select, type_coerce
 
 from huddle.clock import iso
-from huddle.db.models import WIRE_TIME, Membership, Task, Team, User
+from huddle.db.models import WIRE_TIME, Event, Membership, Task, Team, User
 from huddle.services.unit import Database
 
 
@@ -50,6 +50,9 @@ _TEAMS = (
     .order_by(Team.id)
     .limit(bindparam("limit", type_=Integer))
 )
+LOG_HEAD = select(func.max(Event.id))
+"""The event log's newest id (NULL when empty). A cold read takes it *before* its data, so
+the data reflects at least every event up to it (`Bootstrap.head`)."""
 ASSIGNED_TASKS = (
     select(*TASK_COLUMNS)
     .join(
@@ -179,6 +182,10 @@ class Bootstrap:
     user: Account | None
     teams: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
+    head: int = 0
+    """The event log's newest id read just before the data (0: empty log): every event
+    up to it is reflected in the data, so a socket starting from it must not be sent
+    those events again (the gateway's relay may not have handled them yet)."""
 
 
 class UserService:
@@ -200,17 +207,20 @@ class UserService:
         built from their rows: this is every cold socket authentication's read,
         and ORM objects plus schema validation cost more than the queries.
         """
-        users, teams, tasks = await self._db.select(
+        heads, users, teams, tasks = await self._db.select(
+            (LOG_HEAD, {}),
             (ACCOUNT, {"user_id": user_id}),
             (_TEAMS, {"user_id": user_id, "limit": max_teams}),
             (ASSIGNED_TASKS, {"user_id": user_id, "after": 0, "limit": max_tasks}),
         )
+        head = heads[0][0] or 0
         if not users:
-            return Bootstrap(None, [], [])
+            return Bootstrap(None, [], [], head)
         return Bootstrap(
             Account.of_row(users[0]),
             [team_row_wire(row) for row in teams],
             [task_row_wire(row) for row in tasks],
+            head,
         )
 
     async def account(self, user_id: int) -> Account | None:
@@ -245,7 +255,8 @@ class UserService:
         shape = _batch_shape(len(ids))
         reads = _BATCH_READS[shape]
         padded = {f"id{i}": ids[min(i, len(ids) - 1)] for i in range(shape)}
-        users, teams, tasks = await self._db.select(
+        heads, users, teams, tasks = await self._db.select(
+            (LOG_HEAD, {}),
             (reads.users, padded),
             (reads.teams, {**padded, "limit": max_teams}),
             (reads.tasks, {**padded, "limit_tasks": max_tasks}),
@@ -256,11 +267,12 @@ class UserService:
         tasks_of: dict[int, list[dict[str, Any]]] = {}
         for row in tasks:
             tasks_of.setdefault(row[6], []).append(task_row_wire(row))
+        head = heads[0][0] or 0
         out: dict[int, Bootstrap] = {}
         for row in users:
             account = Account.of_row(row)
             out[account.id] = Bootstrap(
-                account, teams_of.get(account.id, []), tasks_of.get(account.id, [])
+                account, teams_of.get(account.id, []), tasks_of.get(account.id, []), head
             )
         return out
 

@@ -240,6 +240,9 @@ async def test_http_and_in_process_sources_answer_identically(
         over_http = await source.fetch(claims(user.id), user.access_token)
         direct = await in_process.fetch(claims(user.id), user.access_token)
         assert over_http == direct
+        # Both name the log's newest event, read before the data (`UserData.head`).
+        async with runtime.db.read() as session:
+            assert over_http.head == await outbox.last_event_id(session) > (start or 0)
 
         http_replay = await source.replay(user.id, user.access_token, start)
         direct_replay = await in_process.replay(user.id, user.access_token, start)

@@ -175,7 +175,11 @@ async def _storm(runtime: Runtime, source: InProcessSource) -> None:
         teams, tasks = expected[user.id]
         assert [t["id"] for t in data.teams] == teams
         assert [t["id"] for t in data.tasks] == tasks
-    assert len(statements) == 3, statements  # user rows, teams, tasks: once for all 32
+    # The log's head, user rows, teams, tasks: once for all 32.
+    assert len(statements) == 4, statements
+    async with runtime.db.read() as session:
+        head = await outbox.last_event_id(session)
+    assert {data.head for data in datas} == {head}  # type: ignore[union-attr]
 
     # Each one's data was cached as a lone read would have cached it.
     again = await fetch_as(source, runtime, users[7])

@@ -100,4 +100,10 @@ async def bootstrap(_: ServiceCaller, body: BootstrapIn, runtime: RuntimeDep) ->
             {"userId": session.userId, "user": account.wire(), "teams": read.teams,
              "tasks": read.tasks}
         )  # fmt: skip
-    return Response(orjson.dumps({"results": results}), media_type="application/json")
+    # The log's newest id read before the data (`UserData.head`): one read serves the
+    # whole batch, and the lowest is the one true of every session's data.
+    head = min((read.head for read in reads.values()), default=None)
+    body_out: dict[str, Any] = {"results": results}
+    if head is not None:
+        body_out["head"] = head
+    return Response(orjson.dumps(body_out), media_type="application/json")

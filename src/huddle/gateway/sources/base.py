@@ -74,6 +74,9 @@ class UserData:
     teams: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
     degraded: bool = False
+    head: int | None = None
+    """The event log's newest id when the data was read (every event up to it is
+    reflected in it); None when the source cannot tell (a cached copy, an older API)."""
 
     @property
     def team_ids(self) -> list[int]:

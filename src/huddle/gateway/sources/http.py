@@ -398,12 +398,16 @@ class HttpSource:
                 "backend_unexpected_status", endpoint="bootstrap", status=response.status_code
             )
             raise BackendFailure("http_4xx")
-        results = _json_object(response).get("results")
+        answer = _json_object(response)
+        results = answer.get("results")
         if not isinstance(results, list) or len(results) != len(keys):
             raise BackendFailure("bad_response")
+        head = answer.get("head")  # an older API sends none
+        if type(head) is not int or head < 0:
+            head = None
         out: dict[SessionKey, UserData | BaseException] = {}
         for key, result in zip(keys, results, strict=True):
-            out[key] = _session_result(key[0], result)
+            out[key] = _session_result(key[0], result, head)
         return out
 
     async def _pages(self, path: str, endpoint: str, token: str, cap: int) -> list[dict[str, Any]]:
@@ -472,8 +476,9 @@ class HttpSource:
             raise BackendFailure("not_ready")
 
 
-def _session_result(user_id: int, result: Any) -> UserData | BaseException:
-    """One socket's entry of a bootstrap answer: its data, or the refusal of its token."""
+def _session_result(user_id: int, result: Any, head: int | None) -> UserData | BaseException:
+    """One socket's entry of a bootstrap answer: its data (read after the log's `head`),
+    or the refusal of its token."""
     if not isinstance(result, dict) or result.get("userId") != user_id:
         return BackendFailure("bad_response")
     error = result.get("error")
@@ -484,7 +489,7 @@ def _session_result(user_id: int, result: Any) -> UserData | BaseException:
         return BackendFailure("bad_response")
     if not isinstance(teams, list) or not isinstance(tasks, list):
         return BackendFailure("bad_response")
-    return UserData(user=user, teams=teams, tasks=tasks)
+    return UserData(user=user, teams=teams, tasks=tasks, head=head)
 
 
 def _error_code(response: httpx.Response) -> str:

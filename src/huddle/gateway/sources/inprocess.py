@@ -135,7 +135,7 @@ class InProcessSource:
         account = self._runtime.auth.admit(read.user, claims)
         if generation == self._generation:
             self._remember(user_id, read.teams, read.tasks)
-        return UserData(account.wire(), read.teams, read.tasks)
+        return UserData(account.wire(), read.teams, read.tasks, head=read.head)
 
     async def _read_batch(
         self, user_ids: list[int], first_asked: float
