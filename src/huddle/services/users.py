@@ -51,8 +51,13 @@ _TEAMS = (
     .limit(bindparam("limit", type_=Integer))
 )
 LOG_HEAD = select(func.max(Event.id))
-"""The event log's newest id (NULL when empty). A cold read takes it *before* its data, so
-the data reflects at least every event up to it (`Bootstrap.head`)."""
+"""The event log's newest id (NULL when empty). A cold read takes it with the account row,
+in the statement before the teams' and tasks', so the data reflects at least every event
+up to it (`Bootstrap.head`)."""
+_HEAD_COLUMN = LOG_HEAD.scalar_subquery().label("log_head")
+_ACCOUNT_AND_HEAD = select(*User.__table__.columns, _HEAD_COLUMN).where(
+    User.id == bindparam("user_id")
+)
 ASSIGNED_TASKS = (
     select(*TASK_COLUMNS)
     .join(
@@ -119,7 +124,7 @@ def _batch_reads(shape: int) -> _BatchReads:
         .subquery()
     )
     return _BatchReads(
-        users=select(*User.__table__.columns).where(User.id.in_(ids)),
+        users=select(*User.__table__.columns, _HEAD_COLUMN).where(User.id.in_(ids)),
         teams=(
             select(*(c for c in teams_ranked.c if c.key != "rank"))
             .where(teams_ranked.c.rank <= bindparam("limit", type_=Integer))
@@ -203,24 +208,24 @@ class UserService:
     async def bootstrap(self, user_id: int, *, max_teams: int, max_tasks: int) -> Bootstrap:
         """The user's row, teams and assigned tasks (the first `max_*` by id), in one read.
 
-        Three plain statements in one session (`Database.select`), the wire form
+        Three plain statements on one connection (`Database.select`), the first
+        also taking the log's newest id (`LOG_HEAD`), the wire form
         built from their rows: this is every cold socket authentication's read,
         and ORM objects plus schema validation cost more than the queries.
         """
-        heads, users, teams, tasks = await self._db.select(
-            (LOG_HEAD, {}),
-            (ACCOUNT, {"user_id": user_id}),
+        users, teams, tasks = await self._db.select(
+            (_ACCOUNT_AND_HEAD, {"user_id": user_id}),
             (_TEAMS, {"user_id": user_id, "limit": max_teams}),
             (ASSIGNED_TASKS, {"user_id": user_id, "after": 0, "limit": max_tasks}),
         )
-        head = heads[0][0] or 0
         if not users:
-            return Bootstrap(None, [], [], head)
+            return Bootstrap(None, [], [])
+        *account, head = users[0]
         return Bootstrap(
-            Account.of_row(users[0]),
+            Account.of_row(tuple(account)),
             [team_row_wire(row) for row in teams],
             [task_row_wire(row) for row in tasks],
-            head,
+            head or 0,
         )
 
     async def account(self, user_id: int) -> Account | None:
@@ -255,8 +260,7 @@ class UserService:
         shape = _batch_shape(len(ids))
         reads = _BATCH_READS[shape]
         padded = {f"id{i}": ids[min(i, len(ids) - 1)] for i in range(shape)}
-        heads, users, teams, tasks = await self._db.select(
-            (LOG_HEAD, {}),
+        users, teams, tasks = await self._db.select(
             (reads.users, padded),
             (reads.teams, {**padded, "limit": max_teams}),
             (reads.tasks, {**padded, "limit_tasks": max_tasks}),
@@ -267,12 +271,11 @@ class UserService:
         tasks_of: dict[int, list[dict[str, Any]]] = {}
         for row in tasks:
             tasks_of.setdefault(row[6], []).append(task_row_wire(row))
-        head = heads[0][0] or 0
         out: dict[int, Bootstrap] = {}
-        for row in users:
-            account = Account.of_row(row)
+        for *row, head in users:
+            account = Account.of_row(tuple(row))
             out[account.id] = Bootstrap(
-                account, teams_of.get(account.id, []), tasks_of.get(account.id, []), head
+                account, teams_of.get(account.id, []), tasks_of.get(account.id, []), head or 0
             )
         return out
 
