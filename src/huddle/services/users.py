@@ -272,8 +272,8 @@ class UserService:
         for row in tasks:
             tasks_of.setdefault(row[6], []).append(task_row_wire(row))
         out: dict[int, Bootstrap] = {}
-        for *row, head in users:
-            account = Account.of_row(tuple(row))
+        for *columns, head in users:
+            account = Account.of_row(tuple(columns))
             out[account.id] = Bootstrap(
                 account, teams_of.get(account.id, []), tasks_of.get(account.id, []), head or 0
             )
