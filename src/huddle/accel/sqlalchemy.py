@@ -622,7 +622,7 @@ class _Reader:
     Every cold socket authentication reads three statements. Checked out of
     the pool for each read, that read took a `greenlet_spawn` (a new greenlet
     and two switches), the pool's checkout and checkin, and the reset's
-    rollback: ~25 µs per read on top of SQLite's own ~35 µs
+    rollback: ~66 µs per cold read, ~35 µs without them
     (`bench/bootstrap_reads.py`). The inline driver runs every statement on
     the event loop's thread and never yields inside a read, so one
     connection serves every read of the process, one after another. It is
