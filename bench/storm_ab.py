@@ -58,7 +58,7 @@ def run_round(
     label: str,
     settings: tuple[tuple[str, str], ...],
     *,
-    template: Any,
+    template: servers.Template,
     work: Path,
     phases: str,
     concurrency: int,

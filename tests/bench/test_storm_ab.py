@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ def test_variants_are_a_label_and_settings() -> None:
     )
     assert parse_variant("new:") == ("new", ())
     for bad in (":X=1", "a:X", "a:=1"):
-        with pytest.raises(Exception, match=r"label|NAME=VALUE"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"label|NAME=VALUE"):
             parse_variant(bad)
 
 

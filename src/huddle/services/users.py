@@ -55,9 +55,7 @@ LOG_HEAD = select(func.max(Event.id))
 in the statement before the teams' and tasks', so the data reflects at least every event
 up to it (`Bootstrap.head`)."""
 _HEAD_COLUMN = LOG_HEAD.scalar_subquery().label("log_head")
-_ACCOUNT_AND_HEAD = select(*User.__table__.columns, _HEAD_COLUMN).where(
-    User.id == bindparam("user_id")
-)
+_ACCOUNT_AND_HEAD = ACCOUNT.add_columns(_HEAD_COLUMN)
 ASSIGNED_TASKS = (
     select(*TASK_COLUMNS)
     .join(
@@ -188,9 +186,10 @@ class Bootstrap:
     teams: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
     head: int = 0
-    """The event log's newest id read just before the data (0: empty log): every event
-    up to it is reflected in the data, so a socket starting from it must not be sent
-    those events again (the gateway's relay may not have handled them yet)."""
+    """The event log's newest id, read with the account row before the teams and tasks
+    (0: empty log): every event up to it is reflected in the data, so a socket starting
+    from it must not be sent those events again (the gateway's relay may not have
+    handled them yet)."""
 
 
 class UserService:
